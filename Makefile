@@ -1,0 +1,49 @@
+# lenssr developer commands. `make demo` and `make test` work on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+
+.PHONY: setup browser demo test test-all lint format bench clean
+
+setup: $(VENV)/.installed
+
+# torch==2.13.0 (CPU build, on disk) first, so the project's torch range installs nothing more.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+# Debian's Chromium for the end-to-end browser tests (needs root; skipped when already there).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	fi
+
+demo: setup
+	$(BIN)/lenssr simulate --preset default --n 8 --seed 0 --layout deeplense --out demo-out/sim
+	$(BIN)/lenssr upscale demo-out/sim/LR -o demo-out/SR --model hybrid
+	$(BIN)/lenssr evaluate --model hybrid --data demo-out/sim --out demo-out/eval
+	@echo "demo: SR images in demo-out/SR, metrics and figure in demo-out/eval"
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: setup
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+test: setup browser lint
+	$(BIN)/pytest -q -m "not slow"
+
+test-all: setup browser lint
+	$(BIN)/pytest -q
+
+bench: setup
+	for f in benchmarks/bench_*.py; do $(PY) $$f; done
+
+clean:
+	rm -rf demo-out .pytest_cache .ruff_cache

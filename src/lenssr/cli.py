@@ -1,0 +1,85 @@
+"""The ``lenssr`` command line: a thin layer over the Python API.
+
+Each package area registers its own commands (``<area>/commands.py: register(app)``); heavy
+imports (torch, lenstronomy) happen inside the command functions so ``lenssr --help`` is fast.
+User mistakes raise :class:`lenssr.errors.LenssrError` and are printed as one line.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from lenssr import __version__
+from lenssr.errors import LenssrError
+
+app = typer.Typer(
+    name="lenssr",
+    help="Super-resolution for strong gravitational lensing images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"lenssr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Super-resolution for strong gravitational lensing images."""
+
+
+def _register_all() -> None:
+    from lenssr.evaluation import commands as evaluation_commands
+    from lenssr.gan import commands as gan_commands
+    from lenssr.inference import commands as inference_commands
+    from lenssr.models import commands as models_commands
+    from lenssr.pretrain import commands as pretrain_commands
+    from lenssr.science import commands as science_commands
+    from lenssr.simulation import commands as simulation_commands
+    from lenssr.training import commands as training_commands
+    from lenssr.tune import commands as tune_commands
+    from lenssr.web import commands as web_commands
+
+    for module in (
+        simulation_commands,
+        training_commands,
+        evaluation_commands,
+        inference_commands,
+        models_commands,
+        pretrain_commands,
+        gan_commands,
+        tune_commands,
+        science_commands,
+        web_commands,
+    ):
+        module.register(app)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: runs the app, turning LenssrError into a one-line message."""
+    try:
+        app(args=argv, prog_name="lenssr")
+    except LenssrError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

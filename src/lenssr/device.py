@@ -1,0 +1,21 @@
+"""Device selection: CPU everywhere, CUDA when present."""
+
+from __future__ import annotations
+
+import torch
+
+from lenssr.errors import LenssrError
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Return a torch device for ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda"``."""
+    if isinstance(device, torch.device):
+        return device
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise LenssrError(f"device {device!r} requested but CUDA is not available on this machine")
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise LenssrError(f"unknown device {device!r} (use auto, cpu or cuda)") from exc
