@@ -1,0 +1,32 @@
+"""Datasets of LR/HR pairs and LR-only images, normalisation, crops and dihedral augmentations."""
+
+from lenssr.data.augment import dihedral, inverse_dihedral
+from lenssr.data.dataset import LRDataset, PairDataset, split_indices
+from lenssr.data.normalize import Normalization
+from lenssr.data.sources import (
+    FileImageSource,
+    FilePairSource,
+    H5ImageSource,
+    H5PairSource,
+    ImageSource,
+    PairSource,
+    open_images,
+    open_pairs,
+)
+
+__all__ = [
+    "FileImageSource",
+    "FilePairSource",
+    "H5ImageSource",
+    "H5PairSource",
+    "ImageSource",
+    "LRDataset",
+    "Normalization",
+    "PairDataset",
+    "PairSource",
+    "dihedral",
+    "inverse_dihedral",
+    "open_images",
+    "open_pairs",
+    "split_indices",
+]

@@ -1,9 +1,98 @@
-"""CLI commands of lenssr.inference (registered by lenssr.cli)."""
+"""CLI commands of lenssr.inference (registered by lenssr.cli): ``upscale`` and ``export``.
+
+Thin wrappers over :func:`lenssr.inference.upscale.upscale_path` and
+:func:`lenssr.inference.onnx_export.export_onnx`; heavy imports happen inside the commands.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from lenssr.errors import LenssrError
+
+#: ONNX Runtime vs PyTorch max abs difference (normalised units) above which export fails.
+EXPORT_TOLERANCE = 1e-4
+
+
+def upscale(
+    inp: Path = typer.Argument(..., metavar="INPUT", help="LR file, folder or .zip archive."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output file, folder or .zip."),
+    model: str = typer.Option(
+        "hybrid", "--model", "-m", help="hybrid, hybrid-gan, bicubic, <shipped name> or checkpoint."
+    ),
+    scale: int | None = typer.Option(None, "--scale", "-s", help="2 or 4 (pyramid models)."),
+    tta: bool = typer.Option(False, "--tta", help="8-fold rotation/flip self-ensemble."),
+    tile: int | None = typer.Option(
+        None, "--tile", help="Tile size in LR pixels (default: automatic above 512x512)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime."),
+    onnx: Path | None = typer.Option(
+        None, "--onnx", help="Exported .onnx to run (implies --backend onnxruntime)."
+    ),
+    conserve_flux: bool = typer.Option(
+        False, "--conserve-flux", help="Keep total flux instead of surface brightness."
+    ),
+    batch_size: int = typer.Option(16, "--batch-size", help="Images or tiles per network call."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Super-resolve LR images (.npy, FITS, PNG, TIFF; a file, a folder or a .zip)."""
+    from lenssr.inference.upscale import upscale_path
+
+    if onnx is not None:
+        backend = "onnxruntime"
+    report = upscale_path(
+        inp,
+        output,
+        model=model,
+        scale=scale,
+        tta=tta,
+        tile=tile,
+        device=device,
+        backend=backend,
+        conserve_flux=conserve_flux,
+        progress=not quiet,
+        onnx_path=onnx,
+        batch_size=batch_size,
+    )
+    typer.echo(report.summary())
+    if not report.processed:
+        raise typer.Exit(1)
+
+
+def export(
+    model: str = typer.Option("hybrid", "--model", "-m", help="Shipped name or checkpoint."),
+    fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output file (.onnx)."),
+    scale: int | None = typer.Option(None, "--scale", "-s", help="Scale of the exported graph."),
+    opset: int = typer.Option(17, "--opset", help="ONNX opset."),
+    check: bool = typer.Option(
+        True, "--check/--no-check", help="Compare ONNX Runtime with PyTorch on several sizes."
+    ),
+) -> None:
+    """Export a model for deployment and check it against PyTorch."""
+    if fmt.lower() != "onnx":
+        raise LenssrError(f"unknown export format {fmt!r}; supported: onnx")
+    from lenssr.inference.api import load_model
+    from lenssr.inference.onnx_export import OnnxSRModel, check_onnx, export_onnx
+
+    sr = load_model(model, device="cpu")
+    path = export_onnx(sr, output, scale=scale, opset=opset)
+    typer.echo(f"exported {sr.name} x{sr.check_scale(scale)} to {path}")
+    if not check:
+        return
+    diffs = check_onnx(sr, OnnxSRModel(path, device="cpu"))
+    for (b, h, w), d in diffs.items():
+        typer.echo(f"  batch {b} {h}x{w}: max abs diff {d:.2e}")
+    worst = max(diffs.values())
+    typer.echo(f"onnxruntime vs pytorch: max abs diff {worst:.2e} (tolerance {EXPORT_TOLERANCE:g})")
+    if worst > EXPORT_TOLERANCE:
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the ``lenssr`` app."""
+    app.command("upscale")(upscale)
+    app.command("export")(export)

@@ -1,9 +1,88 @@
-"""CLI commands of lenssr.models (registered by lenssr.cli)."""
+"""CLI commands of lenssr.models (registered by lenssr.cli): ``lenssr models``."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 import typer
 
 
+def _format_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def models_summary() -> dict[str, list[dict[str, Any]]]:
+    """Registered architectures (default config) and shipped checkpoints, as plain dicts."""
+    from lenssr.models import count_parameters, create_model, list_models, read_descriptor
+    from lenssr.models.zoo import shipped_models
+
+    archs = []
+    for name in list_models():
+        model = create_model(name)
+        archs.append(
+            {
+                "arch": name,
+                "params": count_parameters(model),
+                "scale": model.scale,
+                "scales": list(model.scales),
+                "class": type(model).__name__,
+            }
+        )
+    shipped = []
+    for name, path in shipped_models().items():
+        desc = read_descriptor(path)
+        shipped.append(
+            {
+                "name": name,
+                "arch": desc.get("arch", "?"),
+                "params": desc.get("num_params"),
+                "scales": desc.get("scales", []),
+                "metrics": desc.get("metrics", {}),
+                "path": str(path),
+            }
+        )
+    return {"architectures": archs, "shipped": shipped}
+
+
+def _scales(scales: list[int]) -> str:
+    return ",".join(f"x{s}" for s in scales)
+
+
+def models_command(
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """List registered architectures and shipped weights with parameter counts."""
+    summary = models_summary()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    rows = [
+        [a["arch"], a["class"], f"{a['params']:,}", f"x{a['scale']}", _scales(a["scales"])]
+        for a in summary["architectures"]
+    ]
+    typer.echo("Architectures (default configuration):")
+    typer.echo(_format_table(["arch", "class", "params", "default", "scales"], rows))
+    typer.echo("")
+    if not summary["shipped"]:
+        typer.echo("Shipped weights: none (lenssr/models/weights/ is empty)")
+        return
+    rows = []
+    for s in summary["shipped"]:
+        params = f"{s['params']:,}" if isinstance(s["params"], int) else "?"
+        psnr = s["metrics"].get("psnr") if isinstance(s["metrics"], dict) else None
+        psnr_text = f"{psnr:.2f}" if isinstance(psnr, int | float) else "-"
+        rows.append([s["name"], s["arch"], params, _scales(s["scales"]), psnr_text])
+    typer.echo("Shipped weights:")
+    typer.echo(_format_table(["name", "arch", "params", "scales", "psnr"], rows))
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the ``lenssr`` app."""
+    app.command("models")(models_command)

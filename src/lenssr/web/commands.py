@@ -1,9 +1,68 @@
-"""CLI commands of lenssr.web (registered by lenssr.cli)."""
+"""CLI commands of lenssr.web (registered by lenssr.cli): ``lenssr serve``."""
 
 from __future__ import annotations
 
 import typer
 
+from lenssr.web.settings import Settings
+
+_D = Settings()
+
+
+def serve_command(
+    host: str = typer.Option(
+        _D.host, "--host", help="Interface to bind (127.0.0.1: this machine only)."
+    ),
+    port: int = typer.Option(_D.port, "--port", help="TCP port."),
+    model: str = typer.Option(
+        _D.model, "--model", help="Model preselected on the page (hybrid, bicubic, ...)."
+    ),
+    device: str = typer.Option(_D.device, "--device", help="auto, cpu or cuda."),
+    max_upload_mb: float = typer.Option(
+        _D.max_upload_mb, "--max-upload-mb", help="Largest upload (all files together), MB."
+    ),
+    max_files: int = typer.Option(_D.max_files, "--max-files", help="Most images per job."),
+    max_pixels: int = typer.Option(
+        _D.max_pixels, "--max-pixels", help="Most pixels of one LR image (h*w)."
+    ),
+    max_unpacked_mb: float = typer.Option(
+        _D.max_unpacked_mb, "--max-unpacked-mb", help="Largest uncompressed size of a zip, MB."
+    ),
+    ttl_minutes: float = typer.Option(
+        _D.ttl_minutes, "--ttl-minutes", help="Finished jobs and their files are deleted after."
+    ),
+    workers: int = typer.Option(
+        _D.workers, "--workers", help="Jobs run at once (others wait in a queue)."
+    ),
+) -> None:
+    """Serve the web page: drop a zip of LR images, download their SR versions."""
+    import uvicorn
+
+    from lenssr.web.app import create_app
+
+    settings = Settings(
+        host=host,
+        port=port,
+        model=model,
+        device=device,
+        max_upload_mb=max_upload_mb,
+        max_files=max_files,
+        max_pixels=max_pixels,
+        max_unpacked_mb=max_unpacked_mb,
+        ttl_minutes=ttl_minutes,
+        workers=workers,
+    )
+    app = create_app(settings)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.secho(
+            f"warning: serving on {host}: anyone who can reach this address can use the server",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    typer.echo(f"lenssr web: http://{host}:{port}/  (Ctrl+C to stop)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the ``lenssr`` app."""
+    app.command("serve")(serve_command)

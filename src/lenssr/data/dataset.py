@@ -1,0 +1,159 @@
+"""Torch datasets of aligned LR/HR crops and of LR-only crops, and train/validation splits.
+
+Randomness (crop position, dihedral symmetry) of item ``j`` in epoch ``e`` comes from
+``np.random.default_rng([seed, e, index])`` where ``index`` is the source index, so an epoch is
+reproducible whatever the number of DataLoader workers or the order items are fetched in.
+Call :meth:`PairDataset.set_epoch` at the start of each epoch (with ``persistent_workers=True``
+the workers keep their own copy: recreate the loader or avoid persistent workers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lenssr.data.augment import dihedral
+from lenssr.data.normalize import Normalization
+from lenssr.data.sources import ImageSource, PairSource
+from lenssr.errors import ConfigError
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A reproducible random split of ``range(n)`` into sorted ``(train, val)`` index lists.
+
+    ``round(n * val_fraction)`` items go to validation, at least one when ``val_fraction > 0``
+    and ``n >= 2``, and at least one item always stays in training.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    return sorted(int(i) for i in perm[n_val:]), sorted(int(i) for i in perm[:n_val])
+
+
+def _to_tensor(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)[None])
+
+
+class _Base(Dataset):
+    def __init__(
+        self,
+        n: int,
+        indices: Sequence[int] | None,
+        patch_size: int | None,
+        augment: bool,
+        normalization: Normalization,
+        seed: int,
+    ) -> None:
+        self.indices = list(range(n)) if indices is None else [int(i) for i in indices]
+        if patch_size is not None and patch_size < 1:
+            raise ConfigError(f"patch_size must be >= 1 or None, got {patch_size}")
+        self.patch_size = patch_size
+        self.augment = augment
+        self.normalization = normalization
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random crops/augmentations of epoch ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def _corner(
+        self, rng: np.random.Generator, shape: tuple[int, ...], name: str
+    ) -> tuple[int, int]:
+        p = self.patch_size
+        assert p is not None
+        h, w = shape[-2:]
+        if p > h or p > w:
+            raise ConfigError(f"patch_size {p} is larger than the LR image {name} ({h}x{w})")
+        return int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+
+
+class PairDataset(_Base):
+    """Aligned LR/HR training samples from a :class:`PairSource`.
+
+    Item ``j`` -> ``(lr, hr)`` float32 tensors ``(1, p, p)`` and ``(1, s*p, s*p)`` (the whole
+    images ``(1, h, w)``, ``(1, s*h, s*w)`` when ``patch_size`` is None). The LR patch at
+    ``(i, j)`` pairs with the HR patch at ``(s*i, s*j)``; with ``augment`` the same one of the 8
+    dihedral symmetries is applied to both. Both are normalised with the whole LR image's
+    ``lo, hi`` (:class:`~lenssr.data.normalize.Normalization`), as at inference.
+    """
+
+    def __init__(
+        self,
+        source: PairSource,
+        indices: Sequence[int] | None = None,
+        patch_size: int | None = None,
+        augment: bool = False,
+        normalization: Normalization = Normalization(),
+        seed: int = 0,
+    ) -> None:
+        super().__init__(len(source), indices, patch_size, augment, normalization, seed)
+        self.source = source
+        self.scale = int(source.scale)
+
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = self.indices[j]
+        lr, hr = self.source[index]
+        s = self.scale
+        if hr.shape != (lr.shape[0] * s, lr.shape[1] * s):
+            raise ConfigError(f"pair {index}: HR {hr.shape} is not x{s} of LR {lr.shape}")
+        lo, hi = self.normalization.stats(lr)
+        rng = self._rng(index)
+        if self.patch_size is not None:
+            p = self.patch_size
+            y, x = self._corner(rng, lr.shape, str(self.source.names[index]))
+            lr = lr[y : y + p, x : x + p]
+            hr = hr[s * y : s * (y + p), s * x : s * (x + p)]
+        if self.augment:
+            k = int(rng.integers(0, 8))
+            lr, hr = dihedral(lr, k), dihedral(hr, k)
+        lr_n = self.normalization.forward(lr, lo, hi)
+        hr_n = self.normalization.forward(hr, lo, hi)
+        return _to_tensor(lr_n), _to_tensor(hr_n)
+
+
+class LRDataset(_Base):
+    """LR-only samples (self-supervised pretraining) from an :class:`ImageSource`.
+
+    Item ``j`` -> ``(1, p, p)`` float32 tensor (whole image when ``patch_size`` is None),
+    normalised with the whole image's ``lo, hi``, optionally one of the 8 dihedral symmetries.
+    """
+
+    def __init__(
+        self,
+        source: ImageSource,
+        indices: Sequence[int] | None = None,
+        patch_size: int | None = None,
+        augment: bool = False,
+        normalization: Normalization = Normalization(),
+        seed: int = 0,
+    ) -> None:
+        super().__init__(len(source), indices, patch_size, augment, normalization, seed)
+        self.source = source
+
+    def __getitem__(self, j: int) -> torch.Tensor:
+        index = self.indices[j]
+        img = self.source[index]
+        lo, hi = self.normalization.stats(img)
+        rng = self._rng(index)
+        if self.patch_size is not None:
+            p = self.patch_size
+            y, x = self._corner(rng, img.shape, str(self.source.names[index]))
+            img = img[y : y + p, x : x + p]
+        if self.augment:
+            img = dihedral(img, int(rng.integers(0, 8)))
+        return _to_tensor(self.normalization.forward(img, lo, hi))

@@ -1,0 +1,156 @@
+"""Batch upscaling of files, folders and zip archives (``lenssr upscale``).
+
+``upscale_path`` walks the input with :func:`lenssr.io.process_path` (file -> file, folder ->
+folder, zip -> zip, same names and formats), batches images of equal shape through the model,
+writes each SR image in the input's format and units (FITS: WCS rescaled, HISTORY card naming
+the model and scale) and skips unreadable files, listing them in the returned report.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lenssr.errors import InputError, LenssrError
+from lenssr.inference.base import Upscaler
+
+if TYPE_CHECKING:
+    from lenssr.io import BatchReport, LoadedImage
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+def make_batch_fn(
+    sr: Upscaler, scale: int, tta: bool, tile: int | None, batch_size: int
+) -> Callable[[list[LoadedImage]], list[np.ndarray]]:
+    """A ``batch_fn`` for ``process_path``: list of LoadedImage -> list of SR arrays (same
+    order); images of equal shape go through the network together. A per-image problem
+    raises :class:`InputError` so ``process_path`` skips that image and goes on."""
+
+    def batch_fn(images: list[LoadedImage]) -> list[np.ndarray]:
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, img in enumerate(images):
+            groups[tuple(img.data.shape)].append(i)
+        results: list[np.ndarray | None] = [None] * len(images)
+        for idx in groups.values():
+            stack = np.stack([images[i].data for i in idx])
+            try:
+                out = sr.upscale(stack, scale=scale, tta=tta, tile=tile, batch_size=batch_size)
+            except InputError:
+                raise
+            except LenssrError as exc:  # a problem with these pixels: skip, do not abort
+                raise InputError(images[idx[0]].name, str(exc)) from exc
+            for i, y in zip(idx, out, strict=True):
+                results[i] = y
+        return results  # type: ignore[return-value]
+
+    return batch_fn
+
+
+def open_upscaler(
+    model: str | Path | Upscaler = "hybrid",
+    scale: int | None = None,
+    device: str = "auto",
+    backend: str = "torch",
+    onnx_path: str | Path | None = None,
+    workdir: str | Path | None = None,
+) -> Upscaler:
+    """The model to run: a PyTorch :class:`SRModel` or an ONNX Runtime :class:`OnnxSRModel`.
+
+    With ``backend="onnxruntime"`` and no ``onnx_path``, ``model`` is exported at ``scale`` to
+    ``workdir`` (a temporary folder by default) first.
+    """
+    if backend not in BACKENDS:
+        raise LenssrError(f"unknown backend {backend!r}; use {' or '.join(BACKENDS)}")
+    if isinstance(model, Upscaler):
+        return model
+    if backend == "torch":
+        if onnx_path is not None:
+            raise LenssrError("--onnx needs --backend onnxruntime")
+        from lenssr.inference.api import load_model
+
+        return load_model(model, device=device)
+    from lenssr.inference.onnx_export import OnnxSRModel, export_onnx
+
+    if onnx_path is None:
+        from lenssr.inference.api import load_model
+
+        sr = load_model(model, device="cpu")
+        folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="lenssr-"))
+        onnx_path = export_onnx(sr, folder / f"{sr.name}-x{sr.check_scale(scale)}.onnx", scale)
+    return OnnxSRModel(onnx_path, device=device)
+
+
+def upscale_path(
+    inp: str | Path,
+    out: str | Path,
+    model: str | Path | Upscaler = "hybrid",
+    scale: int | None = None,
+    tta: bool = False,
+    tile: int | None = None,
+    device: str = "auto",
+    backend: str = "torch",
+    conserve_flux: bool = False,
+    progress: bool = True,
+    onnx_path: str | Path | None = None,
+    batch_size: int = 16,
+) -> BatchReport:
+    """Upscale a file, a folder or a zip archive of LR images.
+
+    Args:
+        inp: ``.npy`` / FITS / PNG / TIFF file, folder of them, or ``.zip``.
+        out: output file, folder or ``.zip`` (same layout, names and formats as ``inp``).
+        model: shipped name (``hybrid``, ``hybrid-gan``...), ``bicubic``, checkpoint path, or
+            a loaded :class:`SRModel` / :class:`OnnxSRModel`.
+        scale: output scale (default: the model's; pyramid models serve 2 and 4).
+        tta: 8-fold rotation/flip self-ensemble.
+        tile: tile side in LR pixels (default: automatic above 512x512).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        backend: ``torch`` or ``onnxruntime``.
+        conserve_flux: rescale each output so its total flux (sum x pixel area) equals the
+            input's (see :func:`lenssr.io.write_image`); by default surface brightness is kept.
+        progress: show a progress bar.
+        onnx_path: an exported ``.onnx`` to run with ``backend="onnxruntime"``.
+        batch_size: images (or tiles) per network call.
+
+    Returns:
+        The :class:`lenssr.io.BatchReport` (processed names, skipped names with reasons).
+    """
+    src = Path(inp)
+    if not src.exists():
+        raise LenssrError(f"input not found: {src}")
+    from lenssr import __version__
+    from lenssr.io import process_path
+
+    with tempfile.TemporaryDirectory(prefix="lenssr-onnx-") as workdir:
+        sr = open_upscaler(model, scale, device, backend, onnx_path, workdir)
+        s = sr.check_scale(scale)
+        used_backend = "onnxruntime" if type(sr).__name__ == "OnnxSRModel" else "torch"
+        history = (
+            f"lenssr {__version__} upscale: model={sr.name} scale=x{s} backend={used_backend}"
+            f"{' tta=8' if tta else ''}{f' tile={tile}' if tile else ''}"
+            f"{' conserve_flux' if conserve_flux else ''}"
+        )
+
+        batch_fn = make_batch_fn(sr, s, tta, tile, batch_size)
+
+        def fn(img: LoadedImage) -> np.ndarray:
+            return batch_fn([img])[0]
+
+        return process_path(
+            src,
+            Path(out),
+            fn,
+            scale=s,
+            description=f"upscaling x{s} with {sr.name}",
+            progress=progress,
+            history=history,
+            conserve_flux=conserve_flux,
+            batch_fn=batch_fn,
+            batch_size=batch_size,
+        )

@@ -1,0 +1,336 @@
+"""Simulation presets: instruments, parameter distributions, overrides.
+
+A preset is a YAML file in ``lenssr/simulation/presets/`` (or any YAML path). Every value can be
+overridden with a nested dict, a YAML file, or dotted ``key=value`` strings
+(``lr.psf_fwhm=0.2``, ``subhalos.n=500``). Unknown keys raise :class:`ConfigError` naming the key.
+
+Distribution values (used by :mod:`lenssr.simulation.sampling`): a number is fixed,
+``[lo, hi]`` is uniform, ``{loguniform: [lo, hi]}`` is log-uniform.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from lenssr.errors import ConfigError
+
+__all__ = [
+    "Instrument",
+    "Preset",
+    "available_presets",
+    "load_preset",
+    "parse_overrides",
+    "preset_from_config",
+]
+
+_INSTRUMENT_KEYS = (
+    "num_pix",
+    "pixel_scale",
+    "psf_fwhm",
+    "supersampling",
+    "exposure_time",
+    "sky_brightness",
+    "read_noise",
+)
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """One observation's instrument model.
+
+    Attributes:
+        num_pix: image side in pixels (images are ``num_pix x num_pix``).
+        pixel_scale: pixel side [arcsec].
+        psf_fwhm: Gaussian PSF full width at half maximum [arcsec].
+        supersampling: ray-tracing sub-pixels per pixel side.
+        exposure_time: exposure [s] (sets the Poisson noise).
+        sky_brightness: sky background [e-/s/arcsec^2] (Poisson, subtracted).
+        read_noise: read-out noise per pixel [e-].
+    """
+
+    num_pix: int
+    pixel_scale: float
+    psf_fwhm: float
+    supersampling: int
+    exposure_time: float
+    sky_brightness: float
+    read_noise: float
+
+    @property
+    def psf_sigma(self) -> float:
+        """Gaussian PSF standard deviation [arcsec]."""
+        return self.psf_fwhm / 2.3548200450309493
+
+    @property
+    def pixel_area(self) -> float:
+        """Pixel solid angle [arcsec^2]."""
+        return self.pixel_scale**2
+
+    def observe(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Add this instrument's noise to a noiseless image on its pixel grid.
+
+        Args:
+            image: ``(num_pix, num_pix)`` (or any shape) noiseless surface brightness
+                [e-/s/arcsec^2], already PSF-convolved and binned.
+            rng: random generator.
+
+        Returns:
+            float32 noisy surface brightness [e-/s/arcsec^2], same shape: electrons =
+            image * pixel_area * exposure_time, plus sky, Poisson, minus the sky mean, plus
+            Gaussian read noise, converted back.
+        """
+        from lenssr.simulation.instrument import add_noise
+
+        return add_noise(image, self, rng)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A full simulation recipe.
+
+    Attributes:
+        name: preset name.
+        hr, lr: the two instruments; ``lr.pixel_scale = scale * hr.pixel_scale`` and both cover
+            the same field of view.
+        config: the whole nested configuration (JSON-serialisable dict).
+    """
+
+    name: str
+    hr: Instrument
+    lr: Instrument
+    config: dict
+
+    @property
+    def scale(self) -> int:
+        """LR -> HR magnification (integer)."""
+        return int(round(self.lr.pixel_scale / self.hr.pixel_scale))
+
+    @property
+    def fine_pixel_scale(self) -> float:
+        """Pixel of the shared ray-tracing grid [arcsec] (HR pixel / HR supersampling)."""
+        return self.hr.pixel_scale / self.hr.supersampling
+
+    @property
+    def fine_num_pix(self) -> int:
+        """Side of the shared ray-tracing grid in pixels."""
+        return self.hr.num_pix * self.hr.supersampling
+
+    def section(self, key: str) -> dict:
+        """One top-level section of the configuration (``lens``, ``source``, ...)."""
+        return self.config[key]
+
+    def to_json(self) -> str:
+        """The configuration as a JSON string (stored with every dataset)."""
+        return json.dumps(self.config, sort_keys=True)
+
+
+def _presets_dir() -> Path:
+    return Path(str(resources.files("lenssr.simulation") / "presets"))
+
+
+def available_presets() -> list[str]:
+    """Names of the shipped presets."""
+    return sorted(p.stem for p in _presets_dir().glob("*.yaml"))
+
+
+def _numbers(value: Any) -> Any:
+    """Recursively turn numeric strings (YAML 1.1 reads ``1.0e6`` as a string) into floats."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = _numbers(yaml.safe_load(path.read_text()))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        problem = str(exc).replace("\n", " ")
+        raise ConfigError(f"{path}: invalid YAML ({problem})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    return data
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict:
+    """Parse ``key.sub=value`` strings into a nested dict (values parsed as YAML).
+
+    >>> parse_overrides(["lr.psf_fwhm=0.2", "subhalos.n=500"])
+    {'lr': {'psf_fwhm': 0.2}, 'subhalos': {'n': 500}}
+    """
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = _numbers(yaml.safe_load(raw)) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r} conflicts with another override")
+        node[parts[-1]] = value
+    return out
+
+
+def _to_nested(overrides: dict) -> dict:
+    """Turn dotted keys at any level into nested dicts."""
+    out: dict = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and not _is_distribution(value):
+            value = _to_nested(value)
+        node = out
+        parts = str(key).split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]].update(value)
+        else:
+            node[parts[-1]] = value
+    return out
+
+
+def _is_distribution(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"loguniform"}
+
+
+def _merge(base: dict, over: dict, prefix: str = "") -> None:
+    for key, value in over.items():
+        name = f"{prefix}{key}"
+        if key not in base:
+            raise ConfigError(f"unknown setting {name!r}")
+        if isinstance(base[key], dict) and not _is_distribution(base[key]):
+            if _is_distribution(value) or not isinstance(value, dict):
+                raise ConfigError(f"setting {name!r} is a section; set one of its keys")
+            _merge(base[key], value, prefix=f"{name}.")
+        else:
+            base[key] = value
+
+
+def _instrument(cfg: dict, which: str) -> Instrument:
+    section = cfg[which]
+    try:
+        inst = Instrument(
+            num_pix=int(section["num_pix"]),
+            pixel_scale=float(section["pixel_scale"]),
+            psf_fwhm=float(section["psf_fwhm"]),
+            supersampling=int(section["supersampling"]),
+            exposure_time=float(section["exposure_time"]),
+            sky_brightness=float(section["sky_brightness"]),
+            read_noise=float(section["read_noise"]),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid {which} instrument setting: {exc}") from None
+    if inst.num_pix < 1 or inst.supersampling < 1:
+        raise ConfigError(f"{which}.num_pix and {which}.supersampling must be >= 1")
+    if inst.pixel_scale <= 0 or inst.psf_fwhm < 0 or inst.exposure_time <= 0:
+        raise ConfigError(f"{which}: pixel_scale and exposure_time must be > 0, psf_fwhm >= 0")
+    if inst.sky_brightness < 0 or inst.read_noise < 0:
+        raise ConfigError(f"{which}: sky_brightness and read_noise must be >= 0")
+    return inst
+
+
+def _validate(cfg: dict) -> tuple[Instrument, Instrument]:
+    hr, lr = _instrument(cfg, "hr"), _instrument(cfg, "lr")
+    ratio = lr.pixel_scale / hr.pixel_scale
+    scale = int(round(ratio))
+    if scale < 1 or abs(ratio - scale) > 1e-6 * scale:
+        raise ConfigError(
+            f"lr.pixel_scale / hr.pixel_scale = {ratio:.6g} must be an integer (the SR scale)"
+        )
+    if hr.num_pix != scale * lr.num_pix:
+        raise ConfigError(
+            f"hr.num_pix ({hr.num_pix}) must equal scale x lr.num_pix ({scale} x {lr.num_pix})"
+        )
+    if lr.supersampling != scale * hr.supersampling:
+        raise ConfigError(
+            f"lr.supersampling must be scale x hr.supersampling = {scale * hr.supersampling} "
+            "(both observe the same ray-tracing grid)"
+        )
+    if lr.psf_fwhm < hr.psf_fwhm:
+        raise ConfigError("lr.psf_fwhm must be >= hr.psf_fwhm")
+    sub = cfg["subhalos"]
+    if str(sub["profile"]) not in ("point_mass", "nfw", "tnfw"):
+        raise ConfigError(f"subhalos.profile must be point_mass, nfw or tnfw: {sub['profile']!r}")
+    if str(cfg["cosmology"]["distances"]) not in ("angular_diameter", "luminosity"):
+        raise ConfigError("cosmology.distances must be angular_diameter or luminosity")
+    if str(cfg["source"]["position"]["mode"]) not in ("disk", "box"):
+        raise ConfigError("source.position.mode must be disk or box")
+    return hr, lr
+
+
+def load_preset(name: str = "default", overrides: dict | str | Path | None = None) -> Preset:
+    """Load a preset by name (or YAML path) and apply overrides.
+
+    Args:
+        name: a shipped preset (:func:`available_presets`) or a path to a YAML preset file.
+        overrides: nested dict or dict with dotted keys, or a path to a YAML file of overrides.
+
+    Returns:
+        The validated :class:`Preset`.
+
+    Raises:
+        ConfigError: unknown preset, unknown key, or inconsistent instruments.
+    """
+    if isinstance(name, Preset):
+        base = copy.deepcopy(name.config)
+    else:
+        path = _presets_dir() / f"{name}.yaml"
+        if path.is_file():
+            base = _read_yaml(path)
+        elif str(name).endswith((".yaml", ".yml")) and Path(name).is_file():
+            base = _default_config()
+            _merge(base, _to_nested(_read_yaml(Path(name))))
+        else:
+            raise ConfigError(
+                f"unknown preset {name!r} (available: {', '.join(available_presets())})"
+            )
+    if overrides is not None:
+        if isinstance(overrides, (str, Path)):
+            overrides = _read_yaml(Path(overrides))
+        if not isinstance(overrides, dict):
+            raise ConfigError("overrides must be a mapping of settings")
+        _merge(base, _to_nested(overrides))
+    hr, lr = _validate(base)
+    return Preset(name=str(base.get("name", name)), hr=hr, lr=lr, config=base)
+
+
+def preset_from_config(config: dict) -> Preset:
+    """Rebuild a :class:`Preset` from its full configuration (e.g. an HDF5 file's ``preset``)."""
+    base = copy.deepcopy(config)
+    hr, lr = _validate(base)
+    return Preset(name=str(base.get("name", "custom")), hr=hr, lr=lr, config=base)
+
+
+def _default_config() -> dict:
+    return _read_yaml(_presets_dir() / "default.yaml")
+
+
+def resolve_preset(preset: Preset | str) -> Preset:
+    """A :class:`Preset` from a preset or its name."""
+    return preset if isinstance(preset, Preset) else load_preset(preset)

@@ -1,0 +1,187 @@
+"""Parameter sampling: every random lens, source and substructure parameter is drawn here.
+
+Sample *i* of seed *s* uses ``np.random.default_rng([s, i])``; :func:`sample_system` draws in a
+fixed order, so a system depends only on (preset, seed, i, label).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lenssr.errors import ConfigError
+from lenssr.simulation.presets import Preset
+from lenssr.simulation.substructure import LensingDistances, sample_masses, vortex_half_length
+
+__all__ = ["CLASSES", "System", "draw", "sample_system", "ellipticity"]
+
+CLASSES: tuple[str, ...] = ("no_sub", "cdm", "axion")
+"""Substructure classes; the stored label is the index in this tuple."""
+
+
+def draw(spec, rng: np.random.Generator, name: str = "value") -> float:
+    """Draw one value: a number is fixed, ``[lo, hi]`` uniform, ``{loguniform: [lo, hi]}``."""
+    if isinstance(spec, bool):
+        raise ConfigError(f"{name}: expected a number or a range, got {spec!r}")
+    if isinstance(spec, (int, float)):
+        return float(spec)
+    if isinstance(spec, (list, tuple)) and len(spec) == 2:
+        lo, hi = float(spec[0]), float(spec[1])
+        return float(rng.uniform(lo, hi)) if hi > lo else lo
+    if isinstance(spec, dict) and set(spec) == {"loguniform"}:
+        lo, hi = (float(v) for v in spec["loguniform"])
+        if lo <= 0 or hi <= 0:
+            raise ConfigError(f"{name}: loguniform bounds must be > 0")
+        return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else lo
+    raise ConfigError(f"{name}: expected a number, [lo, hi] or {{loguniform: [lo, hi]}}")
+
+
+def draw_int(spec, rng: np.random.Generator, name: str) -> int:
+    """Integer version of :func:`draw`: ``[lo, hi]`` is uniform over lo..hi inclusive."""
+    if isinstance(spec, (list, tuple)) and len(spec) == 2:
+        return int(rng.integers(int(spec[0]), int(spec[1]) + 1))
+    return int(round(draw(spec, rng, name)))
+
+
+def ellipticity(q: float, phi: float) -> tuple[float, float]:
+    """lenstronomy ``(e1, e2)`` from axis ratio ``q`` and position angle ``phi`` [rad]."""
+    e = (1.0 - q) / (1.0 + q)
+    return e * np.cos(2.0 * phi), e * np.sin(2.0 * phi)
+
+
+@dataclass
+class System:
+    """One lens system: scalar parameters plus substructure point lists.
+
+    Attributes:
+        label: class index in :data:`CLASSES`.
+        params: scalar parameters (angles [rad], positions/sizes [arcsec], amplitudes
+            [e-/s/arcsec^2], masses [Msun], axion mass [eV]).
+        sub_x, sub_y, sub_mass: subhalo positions [arcsec] and masses [Msun] (cdm).
+        clumps: ``(K, 4)`` source knots: x, y [arcsec], peak [e-/s/arcsec^2], sigma [arcsec].
+    """
+
+    label: int
+    params: dict[str, float]
+    sub_x: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sub_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sub_mass: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    clumps: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+
+
+def sample_system(
+    preset: Preset, rng: np.random.Generator, label: int, distances: LensingDistances | None = None
+) -> System:
+    """Draw one system of class ``label`` (0 no_sub, 1 cdm, 2 axion) from ``preset``."""
+    cfg = preset.config
+    lens, light, src, sub, ax = (
+        cfg["lens"],
+        cfg["lens_light"],
+        cfg["source"],
+        cfg["subhalos"],
+        cfg["axion"],
+    )
+    if distances is None:
+        distances = distances_for(preset)
+    p: dict[str, float] = {"z_lens": float(lens["z"]), "z_source": float(src["z"])}
+
+    # main lens: SIE + external shear
+    if lens.get("mass") is not None:
+        p["lens_mass"] = float(draw(lens["mass"], rng, "lens.mass"))
+        p["theta_e"] = float(distances.einstein_radius(p["lens_mass"]))
+    else:
+        p["theta_e"] = draw(lens["theta_e"], rng, "lens.theta_e")
+        p["lens_mass"] = p["theta_e"] ** 2 / distances.theta_e2_per_msun
+    p["lens_q"] = draw(lens["q"], rng, "lens.q")
+    p["lens_phi"] = draw(lens["phi"], rng, "lens.phi")
+    p["lens_e1"], p["lens_e2"] = ellipticity(p["lens_q"], p["lens_phi"])
+    p["gamma"] = draw(lens["gamma"], rng, "lens.gamma")
+    p["gamma_phi"] = draw(lens["gamma_phi"], rng, "lens.gamma_phi")
+    p["gamma1"] = p["gamma"] * np.cos(2.0 * p["gamma_phi"])
+    p["gamma2"] = p["gamma"] * np.sin(2.0 * p["gamma_phi"])
+    c = float(lens["center"])
+    p["lens_x"], p["lens_y"] = (float(v) for v in rng.uniform(-c, c, 2)) if c > 0 else (0.0, 0.0)
+
+    # lens light: elliptical Sersic at the lens centre
+    p["lens_light_amp"] = draw(light["amp"], rng, "lens_light.amp")
+    p["lens_light_r_sersic"] = draw(light["r_sersic"], rng, "lens_light.r_sersic")
+    p["lens_light_n_sersic"] = draw(light["n_sersic"], rng, "lens_light.n_sersic")
+    p["lens_light_q"] = draw(light["q"], rng, "lens_light.q")
+    p["lens_light_phi"] = draw(light["phi"], rng, "lens_light.phi")
+    p["lens_light_e1"], p["lens_light_e2"] = ellipticity(p["lens_light_q"], p["lens_light_phi"])
+
+    # source: elliptical Sersic near the caustic centre, plus Gaussian star-forming knots
+    p["source_amp"] = draw(src["amp"], rng, "source.amp")
+    p["source_r_sersic"] = draw(src["r_sersic"], rng, "source.r_sersic")
+    p["source_n_sersic"] = draw(src["n_sersic"], rng, "source.n_sersic")
+    p["source_q"] = draw(src["q"], rng, "source.q")
+    p["source_phi"] = draw(src["phi"], rng, "source.phi")
+    p["source_e1"], p["source_e2"] = ellipticity(p["source_q"], p["source_phi"])
+    pos = src["position"]
+    r_max = float(pos["r_max"]) * (p["theta_e"] if pos.get("unit") == "theta_e" else 1.0)
+    if pos["mode"] == "disk":
+        r, t = r_max * np.sqrt(rng.uniform()), rng.uniform(0.0, 2.0 * np.pi)
+        bx, by = r * np.cos(t), r * np.sin(t)
+    else:
+        bx, by = rng.uniform(-r_max, r_max, 2)
+    p["source_x"], p["source_y"] = float(p["lens_x"] + bx), float(p["lens_y"] + by)
+    cl = src["clumps"]
+    n_clumps = draw_int(cl["n"], rng, "source.clumps.n")
+    clumps = np.zeros((n_clumps, 4))
+    for k in range(n_clumps):
+        r = float(cl["r_max"]) * p["source_r_sersic"] * np.sqrt(rng.uniform())
+        t = rng.uniform(0.0, 2.0 * np.pi)
+        clumps[k] = (
+            p["source_x"] + r * np.cos(t),
+            p["source_y"] + r * np.sin(t),
+            draw(cl["amp"], rng, "source.clumps.amp") * p["source_amp"],
+            draw(cl["sigma"], rng, "source.clumps.sigma"),
+        )
+    p["source_n_clumps"] = float(n_clumps)
+    p["source_clump_flux"] = float(np.sum(2.0 * np.pi * clumps[:, 2] * clumps[:, 3] ** 2))
+
+    system = System(label=label, params=p, clumps=clumps)
+    p["n_subhalos"] = 0.0
+    p["subhalo_mass_total"] = 0.0
+    p["axion_mass"] = np.nan
+    p["vortex_mass"] = np.nan
+    p["vortex_angle"] = np.nan
+    p["vortex_half_length"] = np.nan
+    if CLASSES[label] == "cdm":
+        n = float(sub["n"])
+        n_sub = int(rng.poisson(n)) if sub.get("poisson") else int(round(n))
+        mass = sample_masses(
+            rng, n_sub, float(sub["m_min"]), float(sub["m_max"]), float(sub["slope"])
+        )
+        lo, hi = (float(v) for v in sub["r_range"])
+        if sub.get("r_unit") == "theta_e":
+            lo, hi = lo * p["theta_e"], hi * p["theta_e"]
+        r = np.sqrt(rng.uniform(lo**2, hi**2, n_sub))  # uniform surface density in the annulus
+        t = rng.uniform(0.0, 2.0 * np.pi, n_sub)
+        system.sub_x = p["lens_x"] + r * np.cos(t)
+        system.sub_y = p["lens_y"] + r * np.sin(t)
+        system.sub_mass = mass
+        p["n_subhalos"] = float(n_sub)
+        p["subhalo_mass_total"] = float(mass.sum())
+    elif CLASSES[label] == "axion":
+        p["axion_mass"] = draw(ax["mass"], rng, "axion.mass")
+        p["vortex_mass"] = draw(ax["vortex_mass"], rng, "axion.vortex_mass")
+        p["vortex_angle"] = float(rng.uniform(0.0, np.pi))
+        p["vortex_half_length"] = min(
+            vortex_half_length(p["axion_mass"], float(ax["length_coefficient"])),
+            float(ax["max_half_length"]),
+        )
+    return system
+
+
+def distances_for(preset: Preset) -> LensingDistances:
+    """Lens/source distances of ``preset`` (its redshifts and cosmology)."""
+    cosmo = preset.config["cosmology"]
+    return LensingDistances.from_config(
+        float(preset.config["lens"]["z"]),
+        float(preset.config["source"]["z"]),
+        h0=float(cosmo["H0"]),
+        om0=float(cosmo["Om0"]),
+        convention=str(cosmo["distances"]),
+    )

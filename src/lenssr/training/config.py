@@ -1,0 +1,239 @@
+"""Training configuration: defaults, YAML loading, ``key=value`` overrides and validation.
+
+A config is a nested dict with the sections below (see ``configs/*.yaml``). Every key a user
+writes must exist in :data:`DEFAULTS`, except under ``model`` (its keys other than ``name`` are
+the architecture's constructor arguments and are checked by ``create_model``). A YAML file may
+start with ``defaults: other.yaml`` (or a list of files, paths relative to the including file):
+those files are loaded first and the including file's values override theirs.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lenssr.errors import ConfigError
+
+#: Every recognised key with its default value. ``None`` means "not set".
+DEFAULTS: dict[str, Any] = {
+    "model": {"name": "hybrid"},
+    "data": {
+        "train": None,  # .h5, DeepLense folder (LR/, HR/) or .zip of it
+        "val": None,  # same kinds of source; when unset, val_fraction of train is held out
+        "val_fraction": 0.1,
+        "patch_size": 32,  # LR pixels; the HR patch is scale * patch_size
+        "batch_size": 16,
+        "num_workers": 0,
+        "augment": True,  # the 8 rotations/flips
+    },
+    "loss": {
+        "type": "l1",  # l1 | mse | charbonnier | mse_ssim
+        "ssim_weight": 0.1,  # w in MSE + w * (1 - SSIM)
+        "charbonnier_eps": 1.0e-3,
+        "pyramid": False,  # lapsrn/hybrid: loss on every pyramid level
+        "pyramid_weights": None,  # one weight per level (x2, x4, ...); default all 1
+    },
+    "optim": {"lr": 2.0e-4, "weight_decay": 0.0, "betas": [0.9, 0.99], "grad_clip": None},
+    "schedule": {"warmup_steps": 100, "total_steps": None, "min_lr_ratio": 0.0},
+    "ema": {"decay": 0.999},
+    "amp": "auto",  # auto | bf16 | fp16 | off
+    "val": {"every_steps": 500, "max_images": 64, "batch_size": 16},
+    "checkpoint": {"dir": "runs/train", "keep_last": 2},
+    "log": {"every_steps": 10, "tensorboard": True},
+    "seed": 0,
+    "threads": None,  # torch CPU threads; default: all cores (divided among DDP ranks)
+    "device": "auto",
+    "init": None,  # pretrained weights to start from
+    "init_strict": True,
+    "budget": {"steps": None, "minutes": None},
+}
+
+_LOSS_TYPES = ("l1", "mse", "charbonnier", "mse_ssim")
+_AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read one YAML file and the ``defaults:`` files it includes, merged."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"config include cycle at {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+        raise ConfigError(f"{path}: {first}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections")
+    includes = raw.pop("defaults", None)
+    if includes is None:
+        return raw
+    if isinstance(includes, str):
+        includes = [includes]
+    merged: dict[str, Any] = {}
+    for inc in includes:
+        merged = _merge(merged, _load_yaml(path.parent / inc, (*seen, path.resolve())))
+    return _merge(merged, raw)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, everything else in ``over`` replaces ``base``."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value`` (value read as YAML: numbers, booleans, lists, null)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. optim.lr=1e-4)")
+    key, value = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {text!r} has an empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return parts, parsed
+
+
+def apply_overrides(config: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Return a copy of ``config`` with ``key=value`` overrides set (nested keys by dots)."""
+    out = copy.deepcopy(config)
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _check_keys(user: dict[str, Any], ref: dict[str, Any], prefix: str, origin: str) -> None:
+    for key, value in user.items():
+        name = f"{prefix}{key}"
+        if prefix == "model.":
+            continue  # constructor arguments, checked by create_model
+        if key not in ref:
+            known = ", ".join(sorted(ref))
+            raise ConfigError(f"unknown config key {name!r}{origin} (known here: {known})")
+        if isinstance(ref[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {name!r}{origin} must be a mapping")
+            _check_keys(value, ref[key], f"{name}.", origin)
+
+
+def _num(config: dict[str, Any], section: str, key: str, *, positive: bool = False) -> None:
+    value = config[section][key]
+    if value is None:
+        return
+    if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
+        try:
+            value = config[section][key] = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{section}.{key} must be a number, got {value!r}")
+    if positive and value <= 0:
+        raise ConfigError(f"{section}.{key} must be > 0, got {value!r}")
+    if value < 0:
+        raise ConfigError(f"{section}.{key} must be >= 0, got {value!r}")
+
+
+def validate_config(config: dict[str, Any], origin: str = "") -> dict[str, Any]:
+    """Merge ``config`` onto :data:`DEFAULTS`, check keys and values; return the full config.
+
+    Raises :class:`ConfigError` (one line) naming the first bad key or value.
+    """
+    where = f" in {origin}" if origin else ""
+    if not isinstance(config, dict):
+        raise ConfigError(f"config{where} must be a mapping of sections")
+    _check_keys(config, DEFAULTS, "", where)
+    full = _merge(DEFAULTS, config)
+
+    model = full["model"]
+    if not isinstance(model.get("name"), str) or not model["name"]:
+        raise ConfigError(f"model.name{where} must be a model name (e.g. hybrid, edsr)")
+    data = full["data"]
+    for key in ("patch_size", "batch_size"):
+        value = data[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"data.{key} must be an integer, got {value!r}")
+        _num(full, "data", key, positive=True)
+    if data["patch_size"] is None:
+        raise ConfigError("data.patch_size must be set (LR pixels)")
+    _num(full, "data", "num_workers")
+    _num(full, "data", "val_fraction")
+    if not 0 <= data["val_fraction"] < 1:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {data['val_fraction']!r}")
+
+    loss = full["loss"]
+    if loss["type"] not in _LOSS_TYPES:
+        raise ConfigError(f"loss.type {loss['type']!r} unknown (use {', '.join(_LOSS_TYPES)})")
+    _num(full, "loss", "ssim_weight")
+    _num(full, "loss", "charbonnier_eps", positive=True)
+    weights = loss["pyramid_weights"]
+    if weights is not None and (
+        not isinstance(weights, list) or not all(isinstance(w, int | float) for w in weights)
+    ):
+        raise ConfigError(f"loss.pyramid_weights must be a list of numbers, got {weights!r}")
+
+    optim = full["optim"]
+    _num(full, "optim", "lr", positive=True)
+    _num(full, "optim", "weight_decay")
+    _num(full, "optim", "grad_clip", positive=True)
+    betas = optim["betas"]
+    if not (isinstance(betas, list | tuple) and len(betas) == 2 and all(0 <= b < 1 for b in betas)):
+        raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {betas!r}")
+    _num(full, "schedule", "warmup_steps")
+    _num(full, "schedule", "total_steps", positive=True)
+    _num(full, "schedule", "min_lr_ratio")
+    decay = full["ema"]["decay"]
+    if decay is not None and not (isinstance(decay, int | float) and 0 <= decay < 1):
+        raise ConfigError(f"ema.decay must be in [0, 1) or null, got {decay!r}")
+
+    amp = full["amp"]
+    if amp is True:
+        full["amp"] = "auto"
+    elif amp is False or amp is None:
+        full["amp"] = "off"
+    elif amp not in _AMP_MODES:
+        raise ConfigError(f"amp {amp!r} unknown (use {', '.join(_AMP_MODES)})")
+    _num(full, "val", "every_steps", positive=True)
+    _num(full, "val", "max_images", positive=True)
+    _num(full, "val", "batch_size", positive=True)
+    _num(full, "checkpoint", "keep_last")
+    _num(full, "log", "every_steps", positive=True)
+    _num(full, "budget", "steps", positive=True)
+    _num(full, "budget", "minutes", positive=True)
+    if full["budget"]["steps"] is None and full["budget"]["minutes"] is None:
+        raise ConfigError("budget needs steps or minutes (e.g. budget: {steps: 2000})")
+    threads = full["threads"]
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be a positive integer, got {full['threads']!r}")
+    if not isinstance(full["seed"], int) or isinstance(full["seed"], bool):
+        raise ConfigError(f"seed must be an integer, got {full['seed']!r}")
+    return full
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Load a training YAML (with its ``defaults:`` includes), apply ``key=value`` overrides,
+    validate it and return the full config (every section filled with defaults).
+    """
+    raw = _load_yaml(Path(path))
+    raw = apply_overrides(raw, overrides)
+    return validate_config(raw, origin=str(path))

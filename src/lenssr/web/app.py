@@ -1,0 +1,295 @@
+"""The FastAPI application: a static page plus a small JSON API around :class:`JobManager`.
+
+API:
+    ``POST /api/jobs`` (multipart ``files[]``, ``model``, ``scale``, ``tta``) -> ``{id, total}``
+    ``GET /api/jobs/{id}`` -> status, progress, processed, skipped ``[{name, reason}]``, previews
+    ``GET /api/jobs/{id}/result.zip``, ``GET /api/jobs/{id}/preview/{k}/{lr|sr}.png``
+    ``GET /api/models``, ``GET /healthz``
+
+Uploads are bounded (request size, file count), zip archives are checked for zip bombs before
+anything is decompressed, and only image members are ever read, in memory, by sanitised name.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import zipfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile
+
+from lenssr import __version__
+from lenssr.errors import ConfigError, InputError, LenssrError
+from lenssr.web.jobs import BICUBIC, Job, JobManager, ServerBusy, count_images
+from lenssr.web.render import render_pair
+from lenssr.web.settings import Settings
+
+log = logging.getLogger("lenssr.web")
+
+STATIC = Path(__file__).resolve().parent / "static"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+class UploadTooLarge(Exception):
+    """The request body went over ``Settings.max_upload_mb``."""
+
+
+def available_models() -> list[dict[str, Any]]:
+    """Models the page offers: bicubic (no network) and every shipped checkpoint."""
+    from lenssr.models import read_descriptor, shipped_models
+
+    models = [
+        {
+            "name": BICUBIC,
+            "scales": [2, 4],
+            "scale": 2,
+            "description": "bicubic interpolation (no network, the baseline)",
+        }
+    ]
+    for name, path in shipped_models().items():
+        try:
+            desc = read_descriptor(path)
+        except LenssrError:
+            log.warning("skipping shipped model %s: unreadable descriptor", name)
+            continue
+        scale = int(desc.get("scale", 2))
+        models.append(
+            {
+                "name": name,
+                "scales": [int(s) for s in desc.get("scales", [scale])],
+                "scale": scale,
+                "description": f"{desc.get('arch', name)} network (shipped weights)",
+            }
+        )
+    return models
+
+
+def safe_name(name: str) -> str:
+    """The base name of an uploaded file with unsafe characters replaced (never a path)."""
+    base = PurePosixPath(name.replace("\\", "/")).name
+    base = _UNSAFE.sub("_", base).lstrip(".")
+    return base or "unnamed"
+
+
+def _limited(request: Request, limit: int) -> Request:
+    """``request`` whose body stream raises :class:`UploadTooLarge` past ``limit`` bytes."""
+    seen = 0
+    receive = request.receive
+
+    async def counting() -> dict[str, Any]:
+        nonlocal seen
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if seen > limit:
+            raise UploadTooLarge
+        return message
+
+    return Request(request.scope, receive=counting)
+
+
+def _too_large(settings: Settings) -> HTTPException:
+    return HTTPException(
+        413, f"upload larger than this server's limit of {settings.max_upload_mb:g} MB"
+    )
+
+
+def _flag(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "on", "yes")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The web application (page + API) for ``settings`` (defaults: :class:`Settings`).
+
+    Raises:
+        ConfigError: ``settings.model`` is not available (except the default ``hybrid``, which
+            falls back to bicubic when its weights are not shipped).
+    """
+    settings = settings or Settings()
+    models = available_models()
+    by_name = {m["name"]: m for m in models}
+    default_model = settings.model
+    if default_model not in by_name:
+        if default_model != Settings.model:
+            raise ConfigError(
+                f"unknown model {default_model!r}; available: {', '.join(sorted(by_name))}"
+            )
+        default_model = next((n for n in by_name if n != BICUBIC), BICUBIC)
+    manager = JobManager(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        manager.start()
+        try:
+            yield
+        finally:
+            manager.stop()
+
+    app = FastAPI(title="lenssr", version=__version__, lifespan=lifespan, docs_url=None)
+    app.state.settings = settings
+    app.state.jobs = manager
+
+    @app.middleware("http")
+    async def _no_sniff(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        return response
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/api/models")
+    def api_models() -> dict[str, Any]:
+        return {
+            "default": default_model,
+            "models": models,
+            "limits": {
+                "max_upload_mb": settings.max_upload_mb,
+                "max_files": settings.max_files,
+                "max_pixels": settings.max_pixels,
+            },
+        }
+
+    @app.post("/api/jobs", status_code=202)
+    async def api_submit(request: Request) -> dict[str, Any]:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.max_upload_bytes:
+            raise _too_large(settings)
+        try:
+            form = await _limited(request, settings.max_upload_bytes).form(
+                max_files=settings.max_files, max_fields=16
+            )
+        except UploadTooLarge as exc:
+            raise _too_large(settings) from exc
+        model = str(form.get("model") or default_model)
+        if model not in by_name:
+            raise HTTPException(
+                400, f"unknown model {model!r}; available: {', '.join(sorted(by_name))}"
+            )
+        scales = by_name[model]["scales"]
+        try:
+            scale = int(str(form.get("scale") or by_name[model]["scale"]))
+        except ValueError as exc:
+            raise HTTPException(400, "scale must be an integer") from exc
+        if scale not in scales:
+            raise HTTPException(400, f"model {model!r} serves scales {scales}, not {scale}")
+        uploads = [f for f in form.getlist("files[]") + form.getlist("files") if f]
+        uploads = [f for f in uploads if isinstance(f, UploadFile)]
+        if not uploads:
+            raise HTTPException(400, "no files uploaded: drop a .zip or image files")
+        job_id, folder = manager.new_folder()
+        try:
+            job = _build_job(job_id, folder, uploads, model, scale, _flag(form.get("tta")))
+            manager.submit(job)
+        except InputError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise HTTPException(400, str(exc)) from exc
+        except ServerBusy as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise HTTPException(503, str(exc)) from exc
+        finally:
+            await form.close()
+        return {"id": job.id, "total": job.total}
+
+    def _build_job(
+        job_id: str, folder: Path, uploads: list[UploadFile], model: str, scale: int, tta: bool
+    ) -> Job:
+        from lenssr.io import is_image_name
+
+        zips = [u for u in uploads if (u.filename or "").lower().endswith(".zip")]
+        input_zip = folder / "input.zip"
+        skipped: list[tuple[str, str]] = []
+        if zips:
+            if len(uploads) > 1:
+                raise InputError(
+                    safe_name(zips[0].filename or "upload.zip"),
+                    "drop one .zip on its own, or image files without a zip",
+                )
+            with input_zip.open("wb") as fh:
+                shutil.copyfileobj(zips[0].file, fh, length=1024 * 1024)
+            upload_name = safe_name(zips[0].filename or "upload.zip")
+            stem = upload_name[: -len(".zip")] or "upload"
+            total = count_images(input_zip, settings, name=upload_name)
+        else:
+            stem = "lenssr"
+            seen: set[str] = set()
+            with zipfile.ZipFile(input_zip, "w", compression=zipfile.ZIP_STORED) as zf:
+                for upload in uploads:
+                    name = safe_name(upload.filename or "unnamed")
+                    if not is_image_name(name):
+                        skipped.append((name, "not an image file (unsupported extension)"))
+                    elif name in seen:
+                        skipped.append((name, "duplicate file name (skipped)"))
+                    else:
+                        seen.add(name)
+                        with zf.open(name, "w") as fh:
+                            shutil.copyfileobj(upload.file, fh, length=1024 * 1024)
+            if not seen:
+                raise InputError(
+                    "upload", "no image files (.npy, .fits, .fits.gz, .fz, .png, .tif)"
+                )
+            total = len(seen)
+        job = Job(
+            id=job_id,
+            model=model,
+            scale=scale,
+            tta=tta,
+            folder=folder,
+            input_zip=input_zip,
+            result_name=f"{stem}_sr.zip",
+            total=total,
+        )
+        job.skipped.extend(skipped)
+        return job
+
+    def _job(job_id: str) -> Job:
+        job = manager.get(job_id)
+        if job is None:
+            raise HTTPException(404, "unknown or expired job")
+        return job
+
+    @app.get("/api/jobs/{job_id}")
+    def api_job(job_id: str) -> dict[str, Any]:
+        job = _job(job_id)
+        return job.to_dict(position=manager.position(job_id), ttl=settings.ttl_seconds)
+
+    @app.get("/api/jobs/{job_id}/result.zip")
+    def api_result(job_id: str) -> FileResponse:
+        job = _job(job_id)
+        if job.status != "done" or not job.result_zip.is_file():
+            raise HTTPException(409, f"job is {job.status}: no result to download")
+        return FileResponse(job.result_zip, media_type="application/zip", filename=job.result_name)
+
+    @app.get("/api/jobs/{job_id}/preview/{k}/{which}.png")
+    def api_preview(job_id: str, k: int, which: str) -> Response:
+        job = _job(job_id)
+        if which not in ("lr", "sr") or not 0 <= k < len(job.previews):
+            raise HTTPException(404, "no such preview")
+        preview = job.previews[k]
+        if which not in preview.png:
+            preview.png["lr"], preview.png["sr"] = render_pair(preview.lr, preview.sr)
+        return Response(
+            preview.png[which], media_type="image/png", headers={"Cache-Control": "max-age=3600"}
+        )
+
+    @app.exception_handler(LenssrError)
+    async def _lenssr_error(_: Request, exc: LenssrError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

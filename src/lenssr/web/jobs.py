@@ -1,0 +1,415 @@
+"""Upscaling jobs of the web server: a queue, worker threads, cached models, expiry.
+
+A job is one upload (a zip of LR images, or loose image files packed into a zip by the server).
+Worker threads take jobs from a FIFO queue, so concurrent users wait instead of overloading the
+machine, and run :func:`lenssr.inference.upscale_path` on the job's zip: the result zip is
+byte-for-byte what ``lenssr upscale`` writes for the same input and model. A failing job is
+marked failed with its message; it never stops the workers. Finished jobs are deleted, files
+included, ``ttl`` seconds after they end.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lenssr.errors import InputError, LenssrError
+from lenssr.web.settings import Settings
+
+log = logging.getLogger("lenssr.web")
+
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+BICUBIC = "bicubic"
+
+
+class ServerBusy(LenssrError):
+    """Too many jobs are waiting; the client should retry later."""
+
+
+@dataclass
+class Preview:
+    """A before/after pair shown on the page (rendered to PNG lazily, then cached)."""
+
+    name: str
+    lr: np.ndarray
+    sr: np.ndarray
+    png: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    """State of one upscaling job (read by the API, written by one worker thread).
+
+    Attributes:
+        id: random hex id (unguessable: it is the only access control between users).
+        model, scale, tta: what the user asked for.
+        input_zip: the job's input archive inside ``folder``.
+        result_name: download name of the result (``<upload stem>_sr.zip``).
+        total: number of image members in the input (progress denominator).
+        done: images upscaled so far.
+        processed: names written to the result; skipped: ``(name, reason)`` of refused files.
+        error: message of a failed job.
+    """
+
+    id: str
+    model: str
+    scale: int
+    tta: bool
+    folder: Path
+    input_zip: Path
+    result_name: str
+    total: int
+    status: str = QUEUED
+    done: int = 0
+    processed: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    previews: list[Preview] = field(default_factory=list)
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+
+    @property
+    def result_zip(self) -> Path:
+        """Where the result archive is written."""
+        return self.folder / "result.zip"
+
+    def to_dict(self, position: int | None = None, ttl: float | None = None) -> dict[str, Any]:
+        """The JSON body of ``GET /api/jobs/{id}``."""
+        total = max(self.total, 1)
+        if self.status in (DONE, FAILED):
+            progress = 1.0
+        else:
+            progress = min(self.done / total, 0.99)
+        has_result = self.status == DONE and self.result_zip.is_file()
+        now = self.finished or time.time()
+        return {
+            "id": self.id,
+            "status": self.status,
+            "model": self.model,
+            "scale": self.scale,
+            "tta": self.tta,
+            "total": self.total,
+            "done": self.done,
+            "progress": round(progress, 4),
+            "queue_position": position,
+            "processed": list(self.processed),
+            "skipped": [{"name": n, "reason": r} for n, r in self.skipped],
+            "previews": [
+                {
+                    "k": k,
+                    "name": p.name,
+                    "lr_shape": list(p.lr.shape),
+                    "sr_shape": list(p.sr.shape),
+                    "lr": f"/api/jobs/{self.id}/preview/{k}/lr.png",
+                    "sr": f"/api/jobs/{self.id}/preview/{k}/sr.png",
+                }
+                for k, p in enumerate(self.previews)
+            ],
+            "error": self.error,
+            "result": f"/api/jobs/{self.id}/result.zip" if has_result else None,
+            "result_name": self.result_name if has_result else None,
+            "elapsed_s": round(now - (self.started or now), 3),
+            "expires_in_s": (
+                round(max(0.0, self.finished + ttl - time.time()), 1)
+                if ttl is not None and self.finished is not None
+                else None
+            ),
+        }
+
+
+def _job_upscaler(inner: Any, job: Job, max_pixels: int) -> Any:
+    """An :class:`~lenssr.inference.base.Upscaler` that runs ``inner`` and counts progress.
+
+    ``upscale_path`` accepts any Upscaler; this one refuses images above ``max_pixels`` (a
+    per-file error, the batch goes on) and advances ``job.done`` after each network call.
+    """
+    from lenssr.inference.base import Upscaler
+
+    class JobUpscaler(Upscaler):
+        def __init__(self) -> None:
+            super().__init__(inner.name, inner.descriptor)
+
+        def _forward(self, x: np.ndarray, scale: int) -> np.ndarray:
+            return inner._forward(x, scale)
+
+        def upscale(self, lr: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+            h, w = np.shape(lr)[-2:]
+            if h * w > max_pixels:
+                raise InputError(
+                    "image", f"{h}x{w} pixels is more than this server's limit of {max_pixels}"
+                )
+            out = inner.upscale(lr, *args, **kwargs)
+            job.done += 1 if np.ndim(lr) == 2 else int(np.shape(lr)[0])
+            return out
+
+    return JobUpscaler()
+
+
+def count_images(zip_path: Path, settings: Settings, name: str | None = None) -> int:
+    """Number of image members of an uploaded zip, after the zip-bomb checks.
+
+    ``name`` (default: the file name) labels the archive in error messages.
+
+    Raises:
+        InputError: corrupt or empty archive, too many members, total size or compression
+            ratio over the limits (nothing is decompressed).
+    """
+    from lenssr.io import check_zip_infos, is_image_name, sanitize_member_name
+
+    name = name or zip_path.name
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            infos = check_zip_infos(zf.infolist(), zip_limits(settings), name)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise InputError(name, f"corrupt or not a zip archive ({exc})") from exc
+    n, unsafe = 0, []
+    for info in infos:
+        try:
+            n += is_image_name(sanitize_member_name(info.filename))
+        except ValueError as exc:
+            unsafe.append(f"{info.filename!r}: {exc}")
+    if n == 0:
+        why = f" ({len(unsafe)} unsafe names refused, e.g. {unsafe[0]})" if unsafe else ""
+        raise InputError(name, f"the archive holds no usable image files{why}")
+    if n > settings.max_files:
+        raise InputError(name, f"{n} images, more than this server's limit of {settings.max_files}")
+    return n
+
+
+def zip_limits(settings: Settings) -> Any:
+    """:class:`lenssr.io.ZipLimits` from the server settings."""
+    from lenssr.io import ZipLimits
+
+    return ZipLimits(
+        max_members=max(settings.max_files * 2, 16),
+        max_total_bytes=settings.max_unpacked_bytes,
+        max_member_bytes=min(settings.max_unpacked_bytes, ZipLimits().max_member_bytes),
+        max_ratio=settings.max_ratio,
+    )
+
+
+def _read_member(zf: zipfile.ZipFile, wanted: set[str]) -> dict[str, bytes]:
+    """Bytes of the members whose sanitised names are in ``wanted``."""
+    from lenssr.io import ZipLimits, sanitize_member_name
+    from lenssr.io.batch import read_member
+
+    found: dict[str, bytes] = {}
+    for info in zf.infolist():
+        try:
+            name = sanitize_member_name(info.filename)
+        except ValueError:
+            continue
+        if name in wanted and name not in found:
+            found[name] = read_member(zf, info, ZipLimits())
+    return found
+
+
+def make_previews(job: Job, count: int) -> list[Preview]:
+    """Before/after pairs for the first ``count`` processed images: LR from the job's input,
+    SR read back from the result zip (exactly what the user downloads)."""
+    from lenssr.io import read_image
+
+    names = job.processed[:count]
+    if not names:
+        return []
+    with zipfile.ZipFile(job.input_zip) as zin, zipfile.ZipFile(job.result_zip) as zout:
+        lr_raw = _read_member(zin, set(names))
+        previews = []
+        for name in names:
+            if name not in lr_raw:
+                continue
+            lr = read_image(lr_raw[name], name=name).data
+            sr = read_image(zout.read(name), name=name).data
+            previews.append(Preview(name=name, lr=lr, sr=sr))
+    return previews
+
+
+class JobManager:
+    """Queue + worker threads + model cache + expiry of finished jobs.
+
+    Usage: ``start()`` once, ``submit(job)`` from request handlers, ``get(id)`` to poll,
+    ``stop()`` at shutdown.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        if settings.work_dir is not None:
+            self.root = Path(settings.work_dir)
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._own_root = False
+        else:
+            self.root = Path(tempfile.mkdtemp(prefix="lenssr-web-"))
+            self._own_root = True
+        self._jobs: dict[str, Job] = {}
+        self._order: list[str] = []  # queued job ids, FIFO
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._models: dict[str, Any] = {}
+        self._model_locks: dict[str, threading.Lock] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Start the worker threads and the janitor (idempotent)."""
+        if self._threads:
+            return
+        for i in range(self.settings.workers):
+            t = threading.Thread(target=self._work, name=f"lenssr-job-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        janitor = threading.Thread(target=self._janitor, name="lenssr-janitor", daemon=True)
+        janitor.start()
+        self._threads.append(janitor)
+
+    def stop(self) -> None:
+        """Stop the threads (a running job finishes first) and delete the job folders."""
+        self._stop.set()
+        for _ in range(self.settings.workers):
+            self._queue.put(None)
+        for t in self._threads:
+            t.join(timeout=30)
+        self._threads = []
+        with self._lock:
+            for job in self._jobs.values():
+                shutil.rmtree(job.folder, ignore_errors=True)
+            self._jobs.clear()
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    # ---------------------------------------------------------------------------------- jobs
+
+    def new_folder(self) -> tuple[str, Path]:
+        """A fresh job id and its (created) folder."""
+        job_id = uuid.uuid4().hex
+        folder = self.root / job_id
+        folder.mkdir(parents=True)
+        return job_id, folder
+
+    def submit(self, job: Job) -> None:
+        """Queue a job.
+
+        Raises:
+            ServerBusy: ``max_queued`` jobs are already waiting or running.
+        """
+        self.expire()
+        with self._lock:
+            active = sum(1 for j in self._jobs.values() if j.status in (QUEUED, RUNNING))
+            if active >= self.settings.max_queued:
+                raise ServerBusy(
+                    f"the server is busy ({active} jobs waiting or running); try again later"
+                )
+            self._jobs[job.id] = job
+            self._order.append(job.id)
+        self._queue.put(job.id)
+
+    def get(self, job_id: str) -> Job | None:
+        """The job, or None when unknown or expired."""
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def position(self, job_id: str) -> int | None:
+        """1-based place of a queued job in the queue (None when not queued)."""
+        with self._lock:
+            try:
+                return self._order.index(job_id) + 1
+            except ValueError:
+                return None
+
+    def expire(self, now: float | None = None) -> list[str]:
+        """Delete finished jobs older than the TTL (folders included); returns their ids."""
+        now = time.time() if now is None else now
+        ttl = self.settings.ttl_seconds
+        with self._lock:
+            old = [
+                j for j in self._jobs.values() if j.finished is not None and now - j.finished > ttl
+            ]
+            for job in old:
+                del self._jobs[job.id]
+        for job in old:
+            shutil.rmtree(job.folder, ignore_errors=True)
+            log.info("job %s expired", job.id)
+        return [j.id for j in old]
+
+    # ----------------------------------------------------------------------------- workers
+
+    def model(self, name: str) -> tuple[Any, threading.Lock]:
+        """The cached model instance for ``name`` (loaded on first use) and its lock."""
+        with self._lock:
+            lock = self._model_locks.setdefault(name, threading.Lock())
+        with lock:
+            if name not in self._models:
+                from lenssr.inference import load_model
+
+                self._models[name] = load_model(name, device=self.settings.device)
+        return self._models[name], lock
+
+    def _janitor(self) -> None:
+        interval = min(30.0, max(0.2, self.settings.ttl_seconds / 4))
+        while not self._stop.wait(interval):
+            try:
+                self.expire()
+            except Exception:  # pragma: no cover - never let the janitor die
+                log.exception("expiry failed")
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            job_id = self._queue.get()
+            if job_id is None:
+                return
+            with self._lock:
+                job = self._jobs.get(job_id)
+                if job_id in self._order:
+                    self._order.remove(job_id)
+            if job is None:
+                continue
+            self.run(job)
+
+    def run(self, job: Job) -> None:
+        """Run one job to completion; every error ends up in ``job.error``."""
+        from lenssr.inference import upscale_path
+
+        job.status, job.started = RUNNING, time.time()
+        try:
+            inner, lock = self.model(job.model)
+            sr = _job_upscaler(inner, job, self.settings.max_pixels)
+            with lock:
+                report = upscale_path(
+                    job.input_zip,
+                    job.result_zip,
+                    model=sr,
+                    scale=job.scale,
+                    tta=job.tta,
+                    progress=False,
+                )
+            job.processed = list(report.processed)
+            job.skipped.extend(report.skipped)
+            if not job.processed:
+                job.status = FAILED
+                job.error = "no image could be processed (see the list of refused files)"
+            else:
+                try:
+                    job.previews = make_previews(job, self.settings.previews)
+                except (LenssrError, OSError, zipfile.BadZipFile):
+                    log.exception("job %s: previews failed", job.id)
+                job.status = DONE
+        except LenssrError as exc:
+            job.status, job.error = FAILED, str(exc)
+        except Exception as exc:  # an error in one job must never stop the server
+            log.exception("job %s failed", job.id)
+            job.status, job.error = FAILED, f"internal error: {type(exc).__name__}: {exc}"
+        finally:
+            job.finished = time.time()

@@ -1,0 +1,251 @@
+// lenssr web page: choose/drop files, submit a job, poll its progress, show previews.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { files: [], models: [], polling: null };
+
+function fmtBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} kB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+function setFiles(list) {
+  state.files = Array.from(list || []);
+  const total = state.files.reduce((s, f) => s + f.size, 0);
+  if (state.files.length === 0) {
+    $("selection").textContent = "No files chosen";
+  } else if (state.files.length === 1) {
+    $("selection").textContent = `${state.files[0].name} (${fmtBytes(total)})`;
+  } else {
+    $("selection").textContent = `${state.files.length} files (${fmtBytes(total)})`;
+  }
+  $("start").disabled = state.files.length === 0;
+}
+
+function fillScales() {
+  const model = state.models.find((m) => m.name === $("model").value);
+  const select = $("scale");
+  select.innerHTML = "";
+  for (const s of model ? model.scales : [2]) {
+    const opt = document.createElement("option");
+    opt.value = s;
+    opt.textContent = `x${s}`;
+    if (model && s === model.scale) opt.selected = true;
+    select.appendChild(opt);
+  }
+}
+
+async function loadModels() {
+  const res = await fetch("/api/models");
+  const body = await res.json();
+  state.models = body.models;
+  const select = $("model");
+  for (const m of body.models) {
+    const opt = document.createElement("option");
+    opt.value = m.name;
+    opt.textContent = m.name;
+    opt.title = m.description;
+    if (m.name === body.default) opt.selected = true;
+    select.appendChild(opt);
+  }
+  fillScales();
+  const l = body.limits;
+  $("limits").textContent =
+    `Limits of this server: ${l.max_upload_mb} MB per upload, ${l.max_files} images per job, ` +
+    `${l.max_pixels.toLocaleString()} pixels per image.`;
+}
+
+function showMessage(text) {
+  const box = $("message");
+  box.textContent = text || "";
+  box.hidden = !text;
+}
+
+function resetJob() {
+  clearTimeout(state.polling);
+  $("job").hidden = false;
+  $("job").className = "card";
+  $("download").hidden = true;
+  $("skipped-box").hidden = true;
+  $("skipped").innerHTML = "";
+  $("previews").innerHTML = "";
+  $("previews-card").hidden = true;
+  showMessage("");
+  setProgress(0);
+}
+
+function setProgress(fraction) {
+  const pct = Math.round(Math.max(0, Math.min(1, fraction)) * 100);
+  $("bar-fill").style.width = `${pct}%`;
+  document.querySelector(".bar").setAttribute("aria-valuenow", String(pct));
+}
+
+function submit() {
+  if (state.files.length === 0) return;
+  resetJob();
+  $("start").disabled = true;
+  const form = new FormData();
+  for (const f of state.files) form.append("files[]", f, f.name);
+  form.append("model", $("model").value);
+  form.append("scale", $("scale").value);
+  form.append("tta", $("tta").checked ? "true" : "false");
+
+  const xhr = new XMLHttpRequest();
+  xhr.open("POST", "/api/jobs");
+  xhr.upload.onprogress = (e) => {
+    if (e.lengthComputable) {
+      $("status").textContent = `Uploading… ${Math.round((100 * e.loaded) / e.total)}%`;
+    }
+  };
+  xhr.onerror = () => fail("Upload failed: the server could not be reached.");
+  xhr.onload = () => {
+    let body = {};
+    try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
+    if (xhr.status >= 200 && xhr.status < 300) {
+      $("status").textContent = "Queued…";
+      poll(body.id);
+    } else {
+      fail(`Upload refused: ${body.detail || xhr.statusText || xhr.status}`);
+    }
+  };
+  $("status").textContent = "Uploading…";
+  xhr.send(form);
+}
+
+function fail(text) {
+  $("job").className = "card failed";
+  $("status").textContent = "Failed";
+  setProgress(1);
+  showMessage(text);
+  $("start").disabled = state.files.length === 0;
+}
+
+function showSkipped(skipped) {
+  $("skipped-box").hidden = skipped.length === 0;
+  $("skipped-title").textContent =
+    `${skipped.length} file${skipped.length === 1 ? "" : "s"} refused`;
+  const ul = $("skipped");
+  if (ul.children.length === skipped.length) return;
+  ul.innerHTML = "";
+  for (const s of skipped) {
+    const li = document.createElement("li");
+    const code = document.createElement("code");
+    code.textContent = s.name;
+    const reason = document.createElement("span");
+    reason.textContent = `: ${s.reason}`;
+    li.append(code, reason);
+    ul.appendChild(li);
+  }
+}
+
+function makeCompare(p) {
+  const fig = document.createElement("figure");
+  const box = document.createElement("div");
+  box.className = "compare";
+  box.style.setProperty("--ratio", `${p.sr_shape[1]} / ${p.sr_shape[0]}`);
+  const sr = new Image();
+  sr.className = "sr";
+  sr.src = p.sr;
+  sr.alt = `SR ${p.name}`;
+  const lr = new Image();
+  lr.className = "lr";
+  lr.src = p.lr;
+  lr.alt = `LR ${p.name}`;
+  const divider = document.createElement("div");
+  divider.className = "divider";
+  const tagL = document.createElement("span");
+  tagL.className = "tag l";
+  tagL.textContent = `LR ${p.lr_shape[1]}×${p.lr_shape[0]}`;
+  const tagR = document.createElement("span");
+  tagR.className = "tag r";
+  tagR.textContent = `SR ${p.sr_shape[1]}×${p.sr_shape[0]}`;
+  const slider = document.createElement("input");
+  slider.type = "range";
+  slider.min = "0";
+  slider.max = "100";
+  slider.value = "50";
+  slider.className = "slider";
+  slider.setAttribute("aria-label", `compare LR and SR of ${p.name}`);
+  slider.addEventListener("input", () => box.style.setProperty("--pos", `${slider.value}%`));
+  box.append(sr, lr, divider, tagL, tagR, slider);
+  const cap = document.createElement("figcaption");
+  const name = document.createElement("b");
+  name.textContent = p.name;
+  name.title = p.name;
+  const dims = document.createElement("span");
+  dims.textContent = `${p.lr_shape[1]}×${p.lr_shape[0]} → ${p.sr_shape[1]}×${p.sr_shape[0]}`;
+  cap.append(name, dims);
+  fig.append(box, cap);
+  return fig;
+}
+
+function showPreviews(previews) {
+  if (previews.length === 0 || $("previews").children.length > 0) return;
+  for (const p of previews) $("previews").appendChild(makeCompare(p));
+  $("previews-card").hidden = false;
+}
+
+async function poll(id) {
+  let job;
+  try {
+    const res = await fetch(`/api/jobs/${id}`, { cache: "no-store" });
+    job = await res.json();
+    if (!res.ok) return fail(job.detail || `error ${res.status}`);
+  } catch (e) {
+    state.polling = setTimeout(() => poll(id), 1000);
+    return;
+  }
+  setProgress(job.progress);
+  showSkipped(job.skipped);
+  if (job.status === "queued") {
+    $("status").textContent = job.queue_position > 1
+      ? `Queued: ${job.queue_position - 1} job(s) ahead`
+      : "Queued…";
+  } else if (job.status === "running") {
+    $("status").textContent = `Upscaling x${job.scale} with ${job.model}: ${job.done} / ${job.total}`;
+  } else if (job.status === "done") {
+    $("job").className = "card done";
+    const n = job.processed.length;
+    $("status").textContent =
+      `Done: ${n} image${n === 1 ? "" : "s"} upscaled x${job.scale} in ${job.elapsed_s.toFixed(1)} s` +
+      (job.skipped.length ? `, ${job.skipped.length} refused` : "");
+    const a = $("download");
+    a.href = job.result;
+    a.setAttribute("download", job.result_name);
+    a.hidden = false;
+    showPreviews(job.previews);
+    $("start").disabled = state.files.length === 0;
+    return;
+  } else {
+    return fail(job.error || "the job failed");
+  }
+  state.polling = setTimeout(() => poll(id), 300);
+}
+
+function setupDrop() {
+  const drop = $("drop");
+  for (const ev of ["dragenter", "dragover"]) {
+    drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
+  }
+  for (const ev of ["dragleave", "drop"]) {
+    drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.remove("over"); });
+  }
+  drop.addEventListener("drop", (e) => {
+    if (e.dataTransfer && e.dataTransfer.files.length) setFiles(e.dataTransfer.files);
+  });
+  drop.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("files").click(); }
+  });
+  // Dropping outside the zone must not navigate away from the page.
+  window.addEventListener("dragover", (e) => e.preventDefault());
+  window.addEventListener("drop", (e) => e.preventDefault());
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("files").addEventListener("change", (e) => setFiles(e.target.files));
+  $("model").addEventListener("change", fillScales);
+  $("start").addEventListener("click", submit);
+  setupDrop();
+  loadModels().catch(() => showMessage("Could not load the model list from the server."));
+});

@@ -1,0 +1,252 @@
+"""End-to-end tests of the web page in headless Chromium (Playwright) against a real uvicorn
+server on a free localhost port: upload by file input and by drag and drop, progress, previews,
+download equal to the CLI's result, malicious uploads refused on the page. Screenshots of the
+page go to ``docs/screenshots/``."""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lenssr.web import Settings, create_app
+
+pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+
+
+def lens_image(seed: int, shape: tuple[int, int] = (75, 75)) -> np.ndarray:
+    """An Einstein-ring-like LR image: lensed arc + lens light + noise (e-/s/arcsec^2)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.indices(shape, dtype=np.float64)
+    cy, cx = (shape[0] - 1) / 2 + rng.uniform(-3, 3), (shape[1] - 1) / 2 + rng.uniform(-3, 3)
+    r, theta = np.hypot(y - cy, x - cx), np.arctan2(y - cy, x - cx)
+    ring = np.exp(-((r - shape[0] / 4.5) ** 2) / 6.0) * (0.3 + np.cos((theta - seed) / 2) ** 4)
+    return (ring + 1.5 * np.exp(-r / 3.0) + rng.normal(0, 0.02, shape)).astype(np.float32)
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+def fits_bytes(arr: np.ndarray) -> bytes:
+    from astropy.io import fits
+
+    hdr = fits.Header()
+    hdr["CTYPE1"], hdr["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    hdr["CRPIX1"], hdr["CRPIX2"], hdr["CDELT1"], hdr["CDELT2"] = 38.0, 38.0, -2.8e-5, 2.8e-5
+    buf = io.BytesIO()
+    fits.PrimaryHDU(arr, header=hdr).writeto(buf)
+    return buf.getvalue()
+
+
+def lr_zip(path: Path, n: int = 20) -> Path:
+    """``n`` 75x75 LR images, .npy and FITS alternating, in two folders."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(n):
+            img = lens_image(i)
+            if i % 2:
+                zf.writestr(f"LR/fits/lens_{i:03d}.fits", fits_bytes(img))
+            else:
+                zf.writestr(f"LR/npy/lens_{i:03d}.npy", npy_bytes(img))
+    return path
+
+
+def evil_zip(path: Path, marker: Path) -> Path:
+    """Path-traversal names and a pickle payload that would create ``marker`` if loaded."""
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    payload = io.BytesIO()
+    np.save(payload, np.array([Evil()], dtype=object), allow_pickle=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("../../../tmp/escape.npy", npy_bytes(lens_image(0)))
+        zf.writestr("ok/../../up.fits", fits_bytes(lens_image(1)))
+        zf.writestr("payload.npy", payload.getvalue())
+    return path
+
+
+def bomb_zip(path: Path, size_mb: int = 24) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf, zf.open("x.npy", "w") as fh:
+        for _ in range(size_mb):
+            fh.write(bytes(1024 * 1024))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    import uvicorn
+
+    port = free_port()
+    work = tmp_path_factory.mktemp("web-jobs")
+    app = create_app(Settings(model="bicubic", port=port, work_dir=work, previews=4))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    end = time.time() + 20
+    while not srv.started and time.time() < end:
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (make browser)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1180, "height": 900}, accept_downloads=True)
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    pg.goto(server)
+    pg.wait_for_selector("#model option[value=bicubic]", state="attached")
+    yield pg
+    context.close()
+
+
+def wait_done(page) -> str:
+    page.wait_for_function(
+        "() => /^(Done|Failed)/.test(document.getElementById('status').textContent)"
+    )
+    return page.text_content("#status")
+
+
+def check_against_cli(result_zip: Path, input_zip: Path, tmp: Path, n: int) -> None:
+    """Every output is twice the input's size and byte-identical to ``upscale_path``'s."""
+    from lenssr.inference import upscale_path
+    from lenssr.io import read_image
+
+    cli = tmp / "cli.zip"
+    upscale_path(input_zip, cli, model="bicubic", scale=2, progress=False)
+    with (
+        zipfile.ZipFile(result_zip) as web,
+        zipfile.ZipFile(cli) as ref,
+        zipfile.ZipFile(input_zip) as src,
+    ):
+        assert web.namelist() == ref.namelist() == src.namelist()
+        assert len(web.namelist()) == n
+        for name in web.namelist():
+            lr = read_image(src.read(name), name=name).data
+            sr = read_image(web.read(name), name=name).data
+            assert sr.shape == (2 * lr.shape[0], 2 * lr.shape[1])
+            assert web.read(name) == ref.read(name), name
+
+
+def test_upload_zip_progress_previews_download(page, tmp_path: Path) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "web-empty.png"), full_page=True)
+    src = lr_zip(tmp_path / "lenses.zip", 20)
+    page.set_input_files("#files", str(src))
+    assert "lenses.zip" in page.text_content("#selection")
+    page.select_option("#model", "bicubic")
+    page.select_option("#scale", "2")
+    page.click("#start")
+    status = wait_done(page)
+    assert status.startswith("Done: 20 images upscaled x2"), status
+    assert page.get_attribute("#bar-fill", "style") == "width: 100%;"
+    # Previews: the comparison sliders render server-side PNGs of SR size.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.compare img')]"
+        ".every(i => i.complete && i.naturalWidth === 150)"
+    )
+    assert page.locator(".compare").count() == 4
+    slider = page.locator(".compare input[type=range]").first
+    slider.fill("30")
+    assert "30%" in page.locator(".compare").first.get_attribute("style")
+    page.screenshot(path=str(SHOTS / "web-done.png"), full_page=True)
+    with page.expect_download() as info:
+        page.click("#download")
+    download = info.value
+    assert download.suggested_filename == "lenses_sr.zip"
+    result = tmp_path / "result.zip"
+    download.save_as(result)
+    check_against_cli(result, src, tmp_path, 20)
+
+
+def test_drop_zone_with_datatransfer(page, tmp_path: Path) -> None:
+    src = lr_zip(tmp_path / "dropped.zip", 6)
+    b64 = base64.b64encode(src.read_bytes()).decode()
+    page.evaluate(
+        """([name, b64]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], name, {type: "application/zip"}));
+            const zone = document.getElementById("drop");
+            for (const type of ["dragenter", "dragover", "drop"]) {
+                zone.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true,
+                                                        cancelable: true}));
+            }
+        }""",
+        ["dropped.zip", b64],
+    )
+    assert "dropped.zip" in page.text_content("#selection")
+    page.click("#start")
+    assert wait_done(page).startswith("Done: 6 images")
+    with page.expect_download() as info:
+        page.click("#download")
+    info.value.save_as(tmp_path / "r.zip")
+    check_against_cli(tmp_path / "r.zip", src, tmp_path, 6)
+
+
+def test_malicious_uploads_refused_then_good_job_works(page, tmp_path: Path) -> None:
+    page.set_input_files("#files", str(bomb_zip(tmp_path / "bomb.zip")))
+    page.click("#start")
+    assert wait_done(page) == "Failed"
+    message = page.text_content("#message")
+    assert "Upload refused" in message and "zip bomb" in message
+    page.screenshot(path=str(SHOTS / "web-refused-bomb.png"), full_page=True)
+
+    marker = tmp_path / "pwned"
+    page.set_input_files("#files", str(evil_zip(tmp_path / "evil.zip", marker)))
+    page.click("#start")
+    assert wait_done(page) == "Failed"
+    assert "no image could be processed" in page.text_content("#message")
+    refused = page.text_content("#skipped")
+    assert "path traversal" in refused and "pickled .npy files are refused" in refused
+    assert page.text_content("#skipped-title") == "3 files refused"
+    assert not marker.exists() and not Path("/tmp/escape.npy").exists()
+    page.screenshot(path=str(SHOTS / "web-refused-evil.png"), full_page=True)
+
+    page.set_input_files("#files", str(lr_zip(tmp_path / "good.zip", 4)))
+    page.click("#start")
+    assert wait_done(page).startswith("Done: 4 images")
+    assert page.is_hidden("#message") and page.is_hidden("#skipped-box")
