@@ -95,24 +95,34 @@ def main(argv: list[str] | None = None) -> None:
     edsr = SRModel(create_model("edsr", num_feat=64, num_block=16), name="edsr-baseline")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        ref = bench_model(edsr, x, backends, args.repeats, workdir)
-        print(
-            f"# lenssr inference, CPU ({torch.get_num_threads()} threads), "
-            f"{args.size}x{args.size} -> x2, batch {args.batch}, best of {args.repeats}"
-        )
         selected = args.models.split(",") if args.models else None
-        for name, (model, origin) in candidates(selected).items():
-            ips = bench_model(model, x, backends, args.repeats, workdir)
-            parts = [f"{name:<13} ({origin})"]
-            for b in backends:
-                parts.append(f"{b} {ips[b]:8.1f} img/s (vs_edsr {ips[b] / ref[b]:6.2f})")
-            if len(backends) == 2:
-                parts.append(f"ort/torch {ips[backends[1]] / ips[backends[0]]:.2f}")
-            print("  ".join(parts), flush=True)
-        print(
-            "edsr-baseline (random) " + "  ".join(f"{b} {ref[b]:8.1f} img/s" for b in backends),
-            flush=True,
+        ref_start = bench_model(edsr, x, backends, args.repeats, workdir)
+        results = {
+            name: (origin, bench_model(model, x, backends, args.repeats, workdir))
+            for name, (model, origin) in candidates(selected).items()
+        }
+        ref_end = bench_model(edsr, x, backends, args.repeats, workdir)
+    # the reference is timed before and after the models; its best is the ratio's denominator,
+    # and the start/end spread shows how noisy the machine was during the run
+    ref = {b: max(ref_start[b], ref_end[b]) for b in backends}
+    print(
+        f"# lenssr inference, CPU ({torch.get_num_threads()} threads), "
+        f"{args.size}x{args.size} -> x2, batch {args.batch}, best of {args.repeats}"
+    )
+    for name, (origin, ips) in results.items():
+        parts = [f"{name:<13} ({origin})"]
+        for b in backends:
+            parts.append(f"{b} {ips[b]:8.1f} img/s (vs_edsr {ips[b] / ref[b]:6.2f})")
+        if len(backends) == 2:
+            parts.append(f"ort/torch {ips[backends[1]] / ips[backends[0]]:.2f}")
+        print("  ".join(parts))
+    print(
+        "edsr-baseline (random)  "
+        + "  ".join(
+            f"{b} {ref[b]:8.1f} img/s (start {ref_start[b]:.1f}, end {ref_end[b]:.1f})"
+            for b in backends
         )
+    )
 
 
 if __name__ == "__main__":

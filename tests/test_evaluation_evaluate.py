@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lenssr.evaluation.evaluate import evaluate, plot_examples
+from lenssr.evaluation.evaluator import evaluate, plot_examples
 from lenssr.evaluation.metrics import psnr
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -76,7 +76,10 @@ def test_sis_ring_at_einstein_radius() -> None:
     # a ring: bright at theta_E in every direction, dark at the centre
     on_ring = np.abs(rad - theta_e) < px
     ang = np.arctan2(*np.meshgrid(c, c)[::-1])[on_ring]
-    quadrant_means = [img[on_ring][(ang >= a) & (ang < a + np.pi / 2)].mean() for a in (-np.pi, -np.pi / 2, 0, np.pi / 2)]
+    quadrant_means = [
+        img[on_ring][(ang >= a) & (ang < a + np.pi / 2)].mean()
+        for a in (-np.pi, -np.pi / 2, 0, np.pi / 2)
+    ]
     assert min(quadrant_means) > 0.8 * max(quadrant_means)
     assert img[n // 2, n // 2] < 0.01 * img.max()
 
@@ -110,12 +113,12 @@ def test_fft_point_mass_deflection_matches_lenstronomy() -> None:
 def test_fft_nfw_deflection_matches_lenstronomy(profile: str) -> None:
     from lenstronomy.LensModel.lens_model import LensModel
 
-    preset = load_preset("default", {"subhalos": {"profile": profile, "n": 30}})
+    preset = load_preset("default", {"subhalos": {"profile": profile, "n": 12}})
     r = Renderer(preset)
     system = sample_system(preset, np.random.default_rng(5), CLASSES.index("cdm"))
     edges, reps = r.nfw_bins()
 
-    def compare(masses: np.ndarray) -> tuple[float, float]:
+    def compare(masses: np.ndarray, pixels: float) -> tuple[float, float]:
         system.sub_mass = masses
         ax, ay = r.substructure_deflection(system)
         kwargs = []
@@ -125,17 +128,19 @@ def test_fft_nfw_deflection_matches_lenstronomy(profile: str) -> None:
                 kw.pop("r_trunc")
             kwargs.append({**kw, "center_x": float(x), "center_y": float(y)})
         rx, ry = LensModel([profile.upper()] * len(kwargs)).alpha(r.x, r.y, kwargs)
-        far = _far_mask(r, system.sub_x, system.sub_y)
+        far = _far_mask(r, system.sub_x, system.sub_y, pixels)
         err = np.hypot(ax.ravel() - rx, ay.ravel() - ry)[far]
         ref = np.hypot(rx, ry)[far]
         return err.max() / ref.max(), float(np.median(err / ref))
 
     # masses at the bin centres: the binned kernels are exact up to CIC smoothing
-    exact = compare(reps[np.arange(len(system.sub_mass)) % len(reps)])
+    exact = compare(reps[np.arange(len(system.sub_mass)) % len(reps)], 4.0)
     assert exact[0] < 0.01 and exact[1] < 1e-3
     # random masses: one kernel per log-mass bin approximates each profile's shape
-    approx = compare(system.sub_mass * 0 + sample_masses(np.random.default_rng(1), 30, 1e6, 1e10, -1.9))
-    assert approx[0] < 0.10 and approx[1] < 0.03
+    masses = sample_masses(np.random.default_rng(1), len(system.sub_mass), 1e6, 1e10, -1.9)
+    # (per-bin weights match each deflection at 1"; tolerance 15% of the max beyond 0.25")
+    approx = compare(masses, 10.0)
+    assert approx[0] < 0.15 and approx[1] < 0.02
 
 
 def test_cic_deposit_conserves_weight_and_vortex_length() -> None:

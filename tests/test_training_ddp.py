@@ -33,13 +33,29 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path: Path) -> None:
     pairs = make_pairs(tmp_path / "pairs.h5", n=20)
     cfg = tiny_config(pairs, tmp_path / "unused", steps=6)
     cfg["val"]["every_steps"] = 3
-    cfg["model"] = {"name": "hybrid", "num_feat": 8, "num_res_blocks": 1, "embed_dim": 16,
-                    "depth": 1, "num_heads": 2, "pos_grid": 4}
+    cfg["model"] = {
+        "name": "hybrid",
+        "num_feat": 8,
+        "num_res_blocks": 1,
+        "embed_dim": 16,
+        "depth": 1,
+        "num_heads": 2,
+        "pos_grid": 4,
+    }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     (tmp_path / "worker.py").write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(tmp_path / "worker.py"), str(tmp_path / "cfg.json"), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(tmp_path / "worker.py"),
+        str(tmp_path / "cfg.json"),
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = json.loads((tmp_path / "rank0.json").read_text())

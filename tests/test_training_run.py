@@ -150,8 +150,12 @@ def test_init_loads_pretrained_weights_and_reports_mismatch(pairs: Path, tmp_pat
     cfg = tiny_config(pairs, tmp_path / "run", steps=1, model=TINY_HYBRID, ema={"decay": None})
     trainer = Trainer(cfg, init=pre, quiet=True)
     trainer.run()
-    assert trainer.init_report == {"loaded": len(load_file(pre)), "missing": 0,
-                                   "unexpected": 0, "shape_mismatch": 0}
+    assert trainer.init_report == {
+        "loaded": len(load_file(pre)),
+        "missing": 0,
+        "unexpected": 0,
+        "shape_mismatch": 0,
+    }
     # one small step from the pretrained weights: still close to them, far from a fresh init
     pre_w, got = load_file(pre), load_file(tmp_path / "run/last.safetensors")
     key = "conv_first.weight" if "conv_first.weight" in got else next(iter(got))
@@ -183,3 +187,15 @@ def test_cli_trains_from_yaml_with_overrides(pairs: Path, tmp_path: Path, capsys
     assert desc["arch"] == "srcnn" and desc["training"]["step"] == 3
     assert list((out / "tb").glob("events.out.tfevents.*"))
     assert not (tmp_path / "ignored").exists()
+
+
+def test_minutes_budget_stops_on_time(pairs: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(pairs, tmp_path / "run", steps=20)
+    cfg["budget"] = {"steps": 10_000, "minutes": 0.5 / 60}
+    cfg["schedule"] = {"warmup_steps": 0}
+    trainer = Trainer(cfg, quiet=True)
+    trainer.run()
+    assert 1 <= trainer.step < 10_000
+    assert trainer._elapsed() >= 0.5
+    desc = json.loads((tmp_path / "run/last.json").read_text())
+    assert desc["training"]["step"] == trainer.step

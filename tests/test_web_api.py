@@ -4,7 +4,6 @@ malicious uploads, queueing, expiry, previews and the ``serve`` command."""
 from __future__ import annotations
 
 import io
-import pickle
 import time
 import zipfile
 from pathlib import Path
@@ -225,7 +224,10 @@ def test_upload_limits(tmp_path: Path) -> None:
         assert big.status_code == 413 and "limit" in big.json()["detail"]
         many = submit(c, [("m.zip", mixed_zip(4, (8, 8)))])
         assert many.status_code == 400 and "4 images" in many.json()["detail"]
-        files = [("s.npy", npy_bytes(lens_image(0, (30, 30)))), ("l.npy", npy_bytes(lens_image(0, (31, 31))))]
+        files = [
+            ("s.npy", npy_bytes(lens_image(0, (30, 30)))),
+            ("l.npy", npy_bytes(lens_image(0, (31, 31)))),
+        ]
         job = wait(c, submit(c, files).json()["id"])
         assert job["processed"] == ["s.npy"]
         assert "limit of 900" in job["skipped"][0]["reason"]
@@ -322,6 +324,44 @@ def test_settings_and_serve_command(tmp_path: Path) -> None:
         create_app(Settings(model="no-such-model", work_dir=tmp_path))
     assert Settings().host == "127.0.0.1"
     out = CliRunner().invoke(app, ["serve", "--help"]).output
-    for flag in ("--host", "--port", "--model", "--max-upload-mb", "--max-files", "--max-pixels",
-                 "--ttl-minutes", "--workers"):
+    for flag in (
+        "--host",
+        "--port",
+        "--model",
+        "--max-upload-mb",
+        "--max-files",
+        "--max-pixels",
+        "--ttl-minutes",
+        "--workers",
+    ):
         assert flag in out
+
+
+def test_serve_command_runs_uvicorn(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "lenssr.cli", "serve", "--port", str(port), "--model", "bicubic"]
+    bad = subprocess.run([*cmd[:-1], "no-such-model"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "error: unknown model 'no-such-model'" in bad.stderr
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        end, health = time.time() + 60, None
+        while time.time() < end and proc.poll() is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        assert health is not None and health["status"] == "ok"
+        models = httpx.get(f"http://127.0.0.1:{port}/api/models").json()
+        assert models["default"] == "bicubic"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -107,7 +107,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
     port = free_port()
     work = tmp_path_factory.mktemp("web-jobs")
-    app = create_app(Settings(model="bicubic", port=port, work_dir=work, previews=4))
+    app = create_app(Settings(model="bicubic", port=port, work_dir=work, previews=6))
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -188,7 +188,7 @@ def test_upload_zip_progress_previews_download(page, tmp_path: Path) -> None:
         "() => [...document.querySelectorAll('.compare img')]"
         ".every(i => i.complete && i.naturalWidth === 150)"
     )
-    assert page.locator(".compare").count() == 4
+    assert page.locator(".compare").count() == 6
     slider = page.locator(".compare input[type=range]").first
     slider.fill("30")
     assert "30%" in page.locator(".compare").first.get_attribute("style")
@@ -250,3 +250,19 @@ def test_malicious_uploads_refused_then_good_job_works(page, tmp_path: Path) -> 
     page.click("#start")
     assert wait_done(page).startswith("Done: 4 images")
     assert page.is_hidden("#message") and page.is_hidden("#skipped-box")
+
+
+def test_progress_is_shown_while_running(page, tmp_path: Path) -> None:
+    src = lr_zip(tmp_path / "many.zip", 160)
+    page.set_input_files("#files", str(src))
+    page.check("#tta")
+    page.click("#start")
+    page.wait_for_function(
+        "() => /^(Upscaling.*: [1-9]\\d* \\/|Done)/"
+        ".test(document.getElementById('status').textContent)"
+    )
+    status = page.text_content("#status")
+    if status.startswith("Upscaling"):  # caught mid-job: the bar and counter are live
+        assert "with bicubic" in status and "/ 160" in status
+        page.screenshot(path=str(SHOTS / "web-progress.png"), full_page=True)
+    assert wait_done(page).startswith("Done: 160 images")

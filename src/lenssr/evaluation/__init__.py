@@ -25,10 +25,10 @@ __all__ = [
 ]
 
 _WHERE = {
-    "EvaluationResult": "lenssr.evaluation.evaluate",
-    "ModelResult": "lenssr.evaluation.evaluate",
-    "evaluate": "lenssr.evaluation.evaluate",
-    "plot_examples": "lenssr.evaluation.evaluate",
+    "EvaluationResult": "lenssr.evaluation.evaluator",
+    "ModelResult": "lenssr.evaluation.evaluator",
+    "evaluate": "lenssr.evaluation.evaluator",
+    "plot_examples": "lenssr.evaluation.evaluator",
     "flux_consistency": "lenssr.evaluation.flux",
     "hallucination_number": "lenssr.evaluation.spectrum",
     "plot_power_spectrum_ratio": "lenssr.evaluation.spectrum",

@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         """Compare models with bicubic on LR/HR pairs: PSNR, SSIM, MSE, flux, power spectra."""
         from rich.console import Console
 
-        from lenssr.evaluation.evaluate import evaluate
+        from lenssr.evaluation.evaluator import evaluate
 
         models = [m.strip() for m in model.split(",") if m.strip()]
         if not data.exists():

@@ -9,7 +9,7 @@ Convention (the same for every model, table and figure in lenssr):
   different brightness. A constant HR image (``hi == lo``) uses ``hi = lo + 1``.
 * ``mse`` is the mean of the squared difference of the mapped images.
 * ``psnr = 10 log10(1 / mse)`` in dB. For identical images (``mse == 0``) it is ``inf``;
-  summaries (:mod:`lenssr.evaluation.evaluate`) average PSNR over the *finite* values only,
+  summaries (:mod:`lenssr.evaluation.evaluator`) average PSNR over the *finite* values only,
   report how many images were infinite, and write ``inf`` as ``null`` in JSON.
 * ``ssim`` follows scikit-image's ``structural_similarity`` defaults exactly: a 7x7 uniform
   window, ``K1 = 0.01``, ``K2 = 0.03``, sample covariance (``N / (N - 1)`` with ``N = 49``), the

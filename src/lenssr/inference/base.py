@@ -19,6 +19,8 @@ from lenssr.data.normalize import Normalization
 from lenssr.errors import LenssrError
 from lenssr.inference.tiling import AUTO_TILE, AUTO_TILE_PIXELS, run_tiled
 
+#: Most LR pixels per network call when tiling (bounds peak memory whatever ``batch_size``).
+MAX_TILE_PIXELS = 512 * 512
 #: Size of the test-time self-ensemble: 4 rotations x optional flip (lenssr.data.dihedral).
 N_DIHEDRAL = 8
 
@@ -101,7 +103,9 @@ class Upscaler(ABC):
                 for i in range(0, x.shape[0], batch_size)
             ]
             return np.concatenate(out, axis=0)
-        return run_tiled(lambda t: self._run_padded(t, scale), x, scale, tile, overlap, batch_size)
+        # tiles per call: at most batch_size, and at most MAX_TILE_PIXELS LR pixels in total
+        per_call = max(1, min(batch_size, MAX_TILE_PIXELS // (tile * tile)))
+        return run_tiled(lambda t: self._run_padded(t, scale), x, scale, tile, overlap, per_call)
 
     def upscale(
         self,
@@ -123,7 +127,8 @@ class Upscaler(ABC):
             tta: average the 8 rotations/flips (inverse-transformed), ~8x slower.
             tile: tile side in LR pixels (``None``: whole image, except that images above
                 512x512 LR pixels are tiled with 256-pixel tiles automatically; ``0``: never tile).
-            batch_size: images (or tiles) per network call.
+            batch_size: images (or tiles) per network call; tiled calls also stay under
+                512x512 LR pixels in total (4 tiles of 256), which bounds peak memory.
             overlap: tile overlap in LR pixels (default ``tile // 8``, at least 4).
 
         Returns:

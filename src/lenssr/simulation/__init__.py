@@ -35,7 +35,7 @@ _LAZY = {
     "CLASSES": "lenssr.simulation.sampling",
     "sample_system": "lenssr.simulation.sampling",
     "Renderer": "lenssr.simulation.render",
-    "simulate": "lenssr.simulation.simulate",
+    "simulate": "lenssr.simulation.writer",
     "degrade_array": "lenssr.simulation.degrade",
     "degrade_path": "lenssr.simulation.degrade",
 }

@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     ) -> None:
         """Simulate LR/HR lensing pairs (resumable: re-run the same command to continue)."""
-        from lenssr.simulation.simulate import simulate
+        from lenssr.simulation.writer import simulate
 
         p = _preset(preset, config, overrides)
         path = simulate(

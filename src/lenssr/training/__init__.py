@@ -17,6 +17,8 @@ __all__ = ["DEFAULTS", "load_config", "train", "validate_config"]
 
 def train(config: dict[str, Any], **kwargs: Any) -> Path:
     """Train as ``config`` says; returns ``best.safetensors``. See :func:`trainer.train`."""
+    from lenssr.training.data_prep import ensure_data
     from lenssr.training.trainer import train as _train
 
+    ensure_data(config, progress=not kwargs.get("quiet", False))
     return _train(config, **kwargs)

@@ -34,6 +34,27 @@ def train_command(
         typer.echo(str(best))
 
 
+def ship_command(
+    checkpoint: Path = typer.Argument(..., help="Trained checkpoint (e.g. runs/hybrid/best)."),
+    name: str = typer.Option(..., "--name", "-n", help="Shipped model name (e.g. hybrid)."),
+    test: Path = typer.Option(..., "--test", help="Held-out paired data (.h5, folder, .zip)."),
+    n: int | None = typer.Option(None, "--n", help="Evaluate the first n pairs only."),
+    preset: str = typer.Option("default", "--preset", help="Preset whose instrument made LR."),
+    config: Path | None = typer.Option(None, "--config", help="Training config (for the card)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+) -> None:
+    """Evaluate a checkpoint on held-out pairs and install it in the package with a model card."""
+    from lenssr.training.ship import ship_model
+
+    if not test.exists():
+        from lenssr.errors import LenssrError
+
+        raise LenssrError(f"{test}: test data not found")
+    path = ship_model(checkpoint, name, test, n=n, preset=preset, config_path=config, device=device)
+    typer.echo(f"shipped {name}: {path}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the ``lenssr`` app."""
     app.command("train")(train_command)
+    app.command("ship")(ship_command)

@@ -28,6 +28,16 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 16,
         "num_workers": 0,
         "augment": True,  # the 8 rotations/flips
+        # Made with `lenssr simulate` when data.train / data.val are missing, so that a shipped
+        # model is reproducible with one command from its config.
+        "simulate": {
+            "preset": None,  # preset name; None disables generation
+            "n_train": 20000,
+            "n_val": 200,
+            "seed_train": 0,
+            "seed_val": 1,
+            "workers": 2,
+        },
     },
     "loss": {
         "type": "l1",  # l1 | mse | charbonnier | mse_ssim

@@ -24,6 +24,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from lenssr import __version__
@@ -194,7 +195,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(400, "no files uploaded: drop a .zip or image files")
         job_id, folder = manager.new_folder()
         try:
-            job = _build_job(job_id, folder, uploads, model, scale, _flag(form.get("tta")))
+            job = await run_in_threadpool(
+                _build_job, job_id, folder, uploads, model, scale, _flag(form.get("tta"))
+            )
             manager.submit(job)
         except InputError as exc:
             shutil.rmtree(folder, ignore_errors=True)

@@ -31,6 +31,8 @@ log = logging.getLogger("lenssr.web")
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 BICUBIC = "bicubic"
+#: Largest SR image (pixels) kept in memory for a preview; bigger images get none.
+PREVIEW_MAX_PIXELS = 2048 * 2048
 
 
 class ServerBusy(LenssrError):
@@ -218,7 +220,8 @@ def _read_member(zf: zipfile.ZipFile, wanted: set[str]) -> dict[str, bytes]:
 
 def make_previews(job: Job, count: int) -> list[Preview]:
     """Before/after pairs for the first ``count`` processed images: LR from the job's input,
-    SR read back from the result zip (exactly what the user downloads)."""
+    SR read back from the result zip (exactly what the user downloads). Images larger than
+    :data:`PREVIEW_MAX_PIXELS` at SR size are left out (memory)."""
     from lenssr.io import read_image
 
     names = job.processed[:count]
@@ -231,6 +234,8 @@ def make_previews(job: Job, count: int) -> list[Preview]:
             if name not in lr_raw:
                 continue
             lr = read_image(lr_raw[name], name=name).data
+            if lr.size * job.scale**2 > PREVIEW_MAX_PIXELS:
+                continue
             sr = read_image(zout.read(name), name=name).data
             previews.append(Preview(name=name, lr=lr, sr=sr))
     return previews

@@ -1,0 +1,129 @@
+"""An image-based Einstein-radius estimator: the radius of the ring of arc light.
+
+One fixed, documented procedure, applied identically to HR, bicubic and SR images (all on the
+HR pixel grid), so that differences in its error measure how well each image preserves the
+lens geometry:
+
+1. **Smooth** the image with a Gaussian of ``SMOOTH_PIX`` = 1 pixel (suppresses pixel noise).
+2. **Lens centre**: the light-weighted centroid of ``smoothed - median(smoothed)`` (positive
+   part) within ``CENTRE_RADIUS`` = 0.25 arcsec of the image centre, iterated 3 times around
+   the new centre. The lens galaxy's light peak dominates there; arcs lie further out.
+3. **Remove the lens light** with a band-pass (difference of Gaussians): ``residual =
+   G(SMOOTH_PIX) * image - G(LENS_LIGHT_SIGMA) * image`` with ``LENS_LIGHT_SIGMA`` = 0.25 arcsec.
+   The wide Gaussian is a model of the smooth, centrally concentrated lens light (and the sky);
+   thin arcs and rings survive the subtraction as positive ridges.
+4. **Radial profile**: the azimuthal mean of the residual in annuli of width ``BIN_PIX`` = 0.5
+   pixel around the centre, for radii from ``R_MIN`` = 0.35 arcsec to the largest circle that
+   fits in the image.
+5. **Ring radius**: the annulus with the maximum mean residual, refined by a parabola through
+   it and its two neighbours (sub-bin precision). That radius in arcsec is the estimate of
+   ``theta_E``.
+
+For an SIS lens and a source on the optical axis the image is a ring exactly at ``theta_E``;
+the tests check the estimate on such rings (with lens light, PSF and noise) to better than one
+HR pixel. For an offset source the arcs sit at ``theta_E +/- beta`` and the brighter one can
+bias the estimate; this bias is the same for every input type, and the HR row of the report
+gives its floor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+SMOOTH_PIX = 1.0
+CENTRE_RADIUS = 0.25  # arcsec
+LENS_LIGHT_SIGMA = 0.25  # arcsec
+BIN_PIX = 0.5
+R_MIN = 0.35  # arcsec
+
+ESTIMATOR_DESCRIPTION = (
+    "radius of the ring of maximal azimuthally averaged arc light: Gaussian smoothing (1 px), "
+    "lens centre = light-weighted centroid within 0.25 arcsec of the image centre, lens light "
+    "removed by a difference of Gaussians (1 px minus 0.25 arcsec), azimuthal mean in 0.5 px "
+    "annuli from 0.35 arcsec outwards, maximum refined by a parabola"
+)
+
+
+def lens_centre(image: np.ndarray, pixel_scale: float) -> tuple[float, float]:
+    """Lens centre ``(y, x)`` in pixels (array index coordinates) of an ``(H, W)`` image."""
+    sm = gaussian_filter(np.asarray(image, dtype=np.float64), SMOOTH_PIX)
+    h, w = sm.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    r_pix = CENTRE_RADIUS / pixel_scale
+    y0, x0 = cy, cx
+    for _ in range(3):
+        mask = (yy - y0) ** 2 + (xx - x0) ** 2 <= r_pix**2
+        wgt = np.clip(sm - np.median(sm), 0.0, None) * mask
+        total = wgt.sum()
+        if total <= 0:
+            break
+        y0, x0 = float((wgt * yy).sum() / total), float((wgt * xx).sum() / total)
+        if np.hypot(y0 - cy, x0 - cx) > r_pix:  # stay near the image centre
+            y0, x0 = cy, cx
+            break
+    return y0, x0
+
+
+def ring_profile(
+    image: np.ndarray, pixel_scale: float, centre: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Azimuthal mean of the lens-light-subtracted residual (steps 1-4 of the module docstring).
+
+    Args:
+        image: ``(H, W)`` surface brightness (any units).
+        pixel_scale: arcsec per pixel of ``image``.
+        centre: lens centre ``(y, x)`` in pixels; found by :func:`lens_centre` when None.
+
+    Returns:
+        ``radius`` (K,) in arcsec (annulus centres) and ``profile`` (K,) in image units.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"expected an (H, W) image, got shape {img.shape}")
+    y0, x0 = lens_centre(img, pixel_scale) if centre is None else centre
+    residual = gaussian_filter(img, SMOOTH_PIX) - gaussian_filter(
+        img, LENS_LIGHT_SIGMA / pixel_scale
+    )
+    h, w = img.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    r = np.hypot(yy - y0, xx - x0)
+    r_max = min(y0, x0, h - 1 - y0, w - 1 - x0)
+    idx = np.floor(r / BIN_PIX).astype(np.int64)
+    n_bins = int(r_max / BIN_PIX)
+    keep = idx < n_bins
+    counts = np.bincount(idx[keep], minlength=n_bins)
+    sums = np.bincount(idx[keep], weights=residual[keep], minlength=n_bins)
+    radius = (np.arange(n_bins) + 0.5) * BIN_PIX * pixel_scale
+    with np.errstate(invalid="ignore", divide="ignore"):
+        profile = sums / counts
+    ok = (counts > 0) & (radius >= R_MIN)
+    return radius[ok], profile[ok]
+
+
+def einstein_radius(
+    image: np.ndarray, pixel_scale: float, centre: tuple[float, float] | None = None
+) -> float:
+    """Estimate the Einstein radius (arcsec) of one ``(H, W)`` lensing image.
+
+    See the module docstring for the procedure. ``pixel_scale`` in arcsec per pixel; ``centre``
+    ``(y, x)`` in pixels overrides the lens-centre search. Returns ``nan`` if the image is too
+    small to hold a ring beyond ``R_MIN``.
+    """
+    radius, profile = ring_profile(image, pixel_scale, centre)
+    if len(radius) < 3:
+        return float("nan")
+    k = int(np.nanargmax(profile))
+    if 0 < k < len(profile) - 1:
+        a, b, c = profile[k - 1], profile[k], profile[k + 1]
+        denom = a - 2.0 * b + c
+        shift = 0.5 * (a - c) / denom if denom < 0 else 0.0
+        step = radius[1] - radius[0]
+        return float(radius[k] + np.clip(shift, -0.5, 0.5) * step)
+    return float(radius[k])
+
+
+def einstein_radii(images: np.ndarray, pixel_scale: float) -> np.ndarray:
+    """:func:`einstein_radius` of every image of an ``(N, H, W)`` stack -> ``(N,)`` arcsec."""
+    return np.array([einstein_radius(im, pixel_scale) for im in np.asarray(images)])

@@ -1,0 +1,90 @@
+"""Shipping a checkpoint (weights + descriptor with test metrics + model card) and generating a
+config's data on first use."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from lenssr.inference import load_model
+from lenssr.models import create_model, save_checkpoint, shipped_models
+from lenssr.simulation import simulate
+from lenssr.training import load_config
+from lenssr.training.data_prep import ensure_data
+from lenssr.training.ship import ship_model
+
+
+@pytest.fixture(scope="module")
+def test_pairs(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ship") / "test.h5"
+    simulate("default", n=4, out=path, seed=5, workers=1, progress=False)
+    return path
+
+
+def test_ship_writes_weights_card_and_metrics(test_pairs: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("srcnn", scale=2, num_feat=8, num_feat2=4)
+    run = save_checkpoint(
+        tmp_path / "run" / "best",
+        model,
+        extra={
+            "normalization": {"kind": "minmax"},
+            "training": {"step": 7, "wall_time_s": 12.0, "data": {"train": "x.h5"}},
+        },
+    )
+    weights = tmp_path / "weights"
+    path = ship_model(
+        run, "tiny", test_pairs, weights_dir=weights, figures_dir=tmp_path / "fig", device="cpu"
+    )
+    assert path == weights / "tiny.safetensors"
+    assert set(shipped_models(weights)) == {"tiny"}
+    desc = json.loads((weights / "tiny.json").read_text())
+    metrics = desc["metrics"]
+    assert metrics["n_test"] == 4
+    assert np.isfinite(metrics["psnr"]["mean"]) and np.isfinite(metrics["bicubic"]["psnr"]["mean"])
+    assert desc["training"]["step"] == 7
+    card = (weights / "tiny.md").read_text()
+    assert "| bicubic |" in card and "| tiny |" in card
+    assert "lenssr train --config configs/tiny.yaml" in card
+    assert (tmp_path / "fig" / "examples.png").stat().st_size > 0
+    # The shipped file loads by path and gives the same output as the trained module.
+    sr = load_model(path, device="cpu")
+    lr = np.random.default_rng(0).random((9, 11)).astype(np.float32)
+    ref = load_model(run, device="cpu")
+    np.testing.assert_allclose(sr.upscale(lr), ref.upscale(lr), rtol=0, atol=0)
+
+
+def test_ensure_data_simulates_missing_files_once(tmp_path: Path) -> None:
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(
+        f"""
+model: {{name: srcnn}}
+data:
+  train: {tmp_path / "train.h5"}
+  val: {tmp_path / "val.h5"}
+  patch_size: 8
+  simulate: {{preset: default, n_train: 3, n_val: 2, seed_train: 0, seed_val: 1, workers: 1}}
+budget: {{steps: 1}}
+"""
+    )
+    cfg = load_config(cfg_path)
+    written = ensure_data(cfg, progress=False)
+    assert written == [tmp_path / "train.h5", tmp_path / "val.h5"]
+    with h5py.File(tmp_path / "train.h5") as f:
+        assert f["lr"].shape == (3, 75, 75) and f["hr"].shape == (3, 150, 150)
+    assert ensure_data(cfg, progress=False) == []  # present: nothing simulated again
+
+
+def test_ensure_data_is_off_without_a_preset(tmp_path: Path) -> None:
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(
+        f"model: {{name: srcnn}}\ndata: {{train: {tmp_path / 'nope.h5'}, patch_size: 8}}\n"
+        "budget: {steps: 1}\n"
+    )
+    assert ensure_data(load_config(cfg_path), progress=False) == []
+    assert not (tmp_path / "nope.h5").exists()
