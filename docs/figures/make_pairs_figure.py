@@ -44,10 +44,10 @@ def main(per_class: int = 3, seed: int = 7) -> None:
                     cmap="magma",
                     extent=(-half, half, -half, half),
                 )
-                ax.set_title(f"{name} {kind} {img.shape[0]}px @ {ps:.2f}\"", fontsize=8)
+                ax.set_title(f'{name} {kind} {img.shape[0]}px @ {ps:.2f}"', fontsize=8)
                 ax.set_xticks([])
                 ax.set_yticks([])
-    fig.suptitle("lenssr default preset: LR 75x75 @ 0.10\"/px vs HR 150x150 @ 0.05\"/px (asinh)")
+    fig.suptitle('lenssr default preset: LR 75x75 @ 0.10"/px vs HR 150x150 @ 0.05"/px (asinh)')
     fig.tight_layout()
     fig.savefig(OUT, dpi=90)
     print(OUT)

@@ -8,7 +8,7 @@ from lenssr.errors import LenssrError
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Return a torch device for ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda"``."""
+    """A torch device for ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda"``."""
     if isinstance(device, torch.device):
         return device
     if device is None or device == "auto":

@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 
 def make_progress(transient: bool = False) -> Progress:
-    """A rich progress bar: description, bar, n/total, elapsed, ETA, and a free-text status field."""
+    """A rich progress bar: description, bar, n/total, elapsed, ETA and a free-text status."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -47,7 +47,9 @@ def progress_bar(total: int | None, description: str, enabled: bool = True):
         yield advance
 
 
-def track(items: Iterable[T], total: int | None, description: str, enabled: bool = True) -> Iterator[T]:
+def track(
+    items: Iterable[T], total: int | None, description: str, enabled: bool = True
+) -> Iterator[T]:
     """Iterate over ``items`` with a progress bar."""
     with progress_bar(total, description, enabled) as advance:
         for item in items:

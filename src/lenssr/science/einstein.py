@@ -36,6 +36,8 @@ CENTRE_RADIUS = 0.25  # arcsec
 LENS_LIGHT_SIGMA = 0.25  # arcsec
 BIN_PIX = 0.5
 R_MIN = 0.35  # arcsec
+N_SECTORS = 16
+ARC_SIGMA = 3.0
 
 ESTIMATOR_DESCRIPTION = (
     "radius of the ring of maximal azimuthally averaged arc light: Gaussian smoothing (1 px), "
@@ -66,6 +68,38 @@ def lens_centre(image: np.ndarray, pixel_scale: float) -> tuple[float, float]:
     return y0, x0
 
 
+def _residual(img: np.ndarray, pixel_scale: float) -> np.ndarray:
+    """Step 3: small-scale light minus the wide-Gaussian lens-light model."""
+    return gaussian_filter(img, SMOOTH_PIX) - gaussian_filter(img, LENS_LIGHT_SIGMA / pixel_scale)
+
+
+def _profiles(
+    residual: np.ndarray, pixel_scale: float, centre: tuple[float, float], n_sectors: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean residual in annuli (``BIN_PIX`` wide, r >= ``R_MIN``) of each azimuthal sector.
+
+    Returns ``radius`` (K,) arcsec and ``profile`` (n_sectors, K) (nan for empty cells).
+    """
+    y0, x0 = centre
+    h, w = residual.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    r = np.hypot(yy - y0, xx - x0)
+    sector = np.floor((np.arctan2(yy - y0, xx - x0) + np.pi) / (2 * np.pi) * n_sectors)
+    sector = np.clip(sector.astype(np.int64), 0, n_sectors - 1)
+    r_max = min(y0, x0, h - 1 - y0, w - 1 - x0)
+    n_bins = max(int(r_max / BIN_PIX), 0)
+    idx = np.floor(r / BIN_PIX).astype(np.int64)
+    keep = idx < n_bins
+    cell = (sector * n_bins + idx)[keep]
+    counts = np.bincount(cell, minlength=n_sectors * n_bins).reshape(n_sectors, n_bins)
+    sums = np.bincount(cell, weights=residual[keep], minlength=n_sectors * n_bins)
+    radius = (np.arange(n_bins) + 0.5) * BIN_PIX * pixel_scale
+    with np.errstate(invalid="ignore", divide="ignore"):
+        profile = sums.reshape(n_sectors, n_bins) / counts
+    ok = radius >= R_MIN
+    return radius[ok], profile[:, ok]
+
+
 def ring_profile(
     image: np.ndarray, pixel_scale: float, centre: tuple[float, float] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -82,24 +116,21 @@ def ring_profile(
     img = np.asarray(image, dtype=np.float64)
     if img.ndim != 2:
         raise ValueError(f"expected an (H, W) image, got shape {img.shape}")
-    y0, x0 = lens_centre(img, pixel_scale) if centre is None else centre
-    residual = gaussian_filter(img, SMOOTH_PIX) - gaussian_filter(
-        img, LENS_LIGHT_SIGMA / pixel_scale
-    )
-    h, w = img.shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
-    r = np.hypot(yy - y0, xx - x0)
-    r_max = min(y0, x0, h - 1 - y0, w - 1 - x0)
-    idx = np.floor(r / BIN_PIX).astype(np.int64)
-    n_bins = int(r_max / BIN_PIX)
-    keep = idx < n_bins
-    counts = np.bincount(idx[keep], minlength=n_bins)
-    sums = np.bincount(idx[keep], weights=residual[keep], minlength=n_bins)
-    radius = (np.arange(n_bins) + 0.5) * BIN_PIX * pixel_scale
-    with np.errstate(invalid="ignore", divide="ignore"):
-        profile = sums / counts
-    ok = (counts > 0) & (radius >= R_MIN)
-    return radius[ok], profile[ok]
+    centre = lens_centre(img, pixel_scale) if centre is None else centre
+    radius, prof = _profiles(_residual(img, pixel_scale), pixel_scale, centre, 1)
+    return radius, prof[0]
+
+
+def _peak(radius: np.ndarray, profile: np.ndarray) -> tuple[float, float]:
+    """Radius (parabola-refined) and height of the maximum of a radial profile."""
+    k = int(np.nanargmax(profile))
+    if 0 < k < len(profile) - 1:
+        a, b, c = profile[k - 1], profile[k], profile[k + 1]
+        denom = a - 2.0 * b + c
+        shift = 0.5 * (a - c) / denom if denom < 0 else 0.0
+        step = radius[1] - radius[0]
+        return float(radius[k] + np.clip(shift, -0.5, 0.5) * step), float(b)
+    return float(radius[k]), float(profile[k])
 
 
 def einstein_radius(
@@ -111,17 +142,22 @@ def einstein_radius(
     ``(y, x)`` in pixels overrides the lens-centre search. Returns ``nan`` if the image is too
     small to hold a ring beyond ``R_MIN``.
     """
-    radius, profile = ring_profile(image, pixel_scale, centre)
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 2:
+        raise ValueError(f"expected an (H, W) image, got shape {img.shape}")
+    y0, x0 = lens_centre(img, pixel_scale) if centre is None else centre
+    residual = _residual(img, pixel_scale)
+    radius, profile = _profiles(residual, pixel_scale, (y0, x0), N_SECTORS)
     if len(radius) < 3:
         return float("nan")
-    k = int(np.nanargmax(profile))
-    if 0 < k < len(profile) - 1:
-        a, b, c = profile[k - 1], profile[k], profile[k + 1]
-        denom = a - 2.0 * b + c
-        shift = 0.5 * (a - c) / denom if denom < 0 else 0.0
-        step = radius[1] - radius[0]
-        return float(radius[k] + np.clip(shift, -0.5, 0.5) * step)
-    return float(radius[k])
+    ring, _ = _peak(radius, np.nanmean(profile, axis=0))
+    noise = 1.4826 * np.median(np.abs(residual - np.median(residual)))
+    peaks = [_peak(radius, p) if np.isfinite(p).sum() >= 3 else (np.nan, -np.inf) for p in profile]
+    r = np.array([pk[0] for pk in peaks])
+    arc = np.array([pk[1] for pk in peaks]) > ARC_SIGMA * max(noise, 1e-30)
+    half = N_SECTORS // 2
+    pairs = [0.5 * (r[k] + r[k + half]) for k in range(half) if arc[k] and arc[k + half]]
+    return float(np.median(pairs)) if pairs else ring
 
 
 def einstein_radii(images: np.ndarray, pixel_scale: float) -> np.ndarray:
