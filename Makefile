@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: setup browser demo test test-all lint format bench clean
+.PHONY: setup browser demo test test-all lint format bench weights clean
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,17 @@ test-all: setup browser lint
 
 bench: setup
 	for f in benchmarks/bench_*.py; do $(PY) $$f; done
+
+# Reproduce the shipped zoo: simulate data (on first use), train each model under the shared
+# protocol (configs/_supervised.yaml), evaluate on the held-out test set and install the weights
+# with their model cards. Takes hours on a 2-core CPU; minutes on a GPU.
+ZOO ?= srcnn edsr lapsrn esrgan hybrid
+weights: setup
+	test -f data/default-test.h5 || $(BIN)/lenssr simulate --preset default --n 1000 --seed 2 --workers 2 --out data/default-test.h5
+	for m in $(ZOO); do \
+	  $(BIN)/lenssr train --config configs/$$m.yaml && \
+	  $(BIN)/lenssr ship runs/$$m/best.safetensors --name $$m --test data/default-test.h5 --config configs/$$m.yaml || exit 1; \
+	done
 
 clean:
 	rm -rf demo-out .pytest_cache .ruff_cache

@@ -10,42 +10,31 @@ pyramid models (``lapsrn``, ``hybrid``) also take ``forward(x, scale=s)`` and ha
 
 from __future__ import annotations
 
-# Importing the architecture files registers them.
-from lenssr.models import (
-    bicubic_arch,
-    edsr_arch,
-    hybrid_arch,
-    lapsrn_arch,
-    rrdbnet_arch,
-    srcnn_arch,
-)
-from lenssr.models.arch_util import count_parameters
-from lenssr.models.checkpoint import (
-    load_checkpoint,
-    model_descriptor,
-    read_descriptor,
-    save_checkpoint,
-)
-from lenssr.models.registry import create_model, get_model_class, list_models, register_model
-from lenssr.models.zoo import model_card, shipped_models, weights_dir
+from typing import Any
 
-__all__ = [
-    "bicubic_arch",
-    "count_parameters",
-    "create_model",
-    "edsr_arch",
-    "get_model_class",
-    "hybrid_arch",
-    "lapsrn_arch",
-    "list_models",
-    "load_checkpoint",
-    "model_card",
-    "model_descriptor",
-    "read_descriptor",
-    "register_model",
-    "rrdbnet_arch",
-    "save_checkpoint",
-    "shipped_models",
-    "srcnn_arch",
-    "weights_dir",
-]
+# Exports load on first use, so `import lenssr.models` (and `lenssr --help`) does not import
+# torch; the registry imports the built-in architecture files when it is first asked.
+_WHERE = {
+    "count_parameters": "lenssr.models.arch_util",
+    "load_checkpoint": "lenssr.models.checkpoint",
+    "model_descriptor": "lenssr.models.checkpoint",
+    "read_descriptor": "lenssr.models.checkpoint",
+    "save_checkpoint": "lenssr.models.checkpoint",
+    "create_model": "lenssr.models.registry",
+    "get_model_class": "lenssr.models.registry",
+    "list_models": "lenssr.models.registry",
+    "register_model": "lenssr.models.registry",
+    "model_card": "lenssr.models.zoo",
+    "shipped_models": "lenssr.models.zoo",
+    "weights_dir": "lenssr.models.zoo",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'lenssr.models' has no attribute {name!r}")

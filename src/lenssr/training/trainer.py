@@ -24,7 +24,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,17 @@ from lenssr.training.losses import SRLoss, psnr_batch, ssim_torch
 from lenssr.training.optim import EMA, lr_factor, make_optimizer
 
 STATE_SUFFIX = ".state.pt"
+
+#: ``on_validation(step, metrics)``: called on rank 0 after each validation (see :class:`Trainer`).
+ValidationCallback = Callable[[int, dict[str, float]], None]
+
+
+class StopTraining(Exception):  # noqa: N818 - a control-flow signal, like StopIteration
+    """Raised by an ``on_validation`` callback to end a run early (e.g. a pruned tuning trial).
+
+    The trainer closes its logs, leaves the process group and lets the exception propagate;
+    on the other ranks of a distributed run a :class:`StopTraining` is raised as well.
+    """
 
 
 class ResumableSampler(DistributedSampler):
@@ -193,7 +204,10 @@ class Trainer:
     ``config``: a (partial) config dict, validated and filled with defaults. ``resume``
     continues from ``<out>/last.*``; ``init`` (or ``config["init"]``) loads pretrained weights
     first; ``out`` overrides ``checkpoint.dir``; ``device`` overrides ``config["device"]``;
-    ``quiet`` turns off the progress bar and messages.
+    ``quiet`` turns off the progress bar and messages. ``on_validation(step, metrics)`` is called
+    on rank 0 after every validation (``metrics`` as in :attr:`history`, after ``last.*`` is
+    saved); any exception it raises (:class:`StopTraining`, ``optuna.TrialPruned``, ...) ends
+    the run and propagates out of :meth:`run`, on every rank.
     """
 
     def __init__(
@@ -205,6 +219,7 @@ class Trainer:
         out: str | Path | None = None,
         device: str | None = None,
         quiet: bool = False,
+        on_validation: ValidationCallback | None = None,
     ) -> None:
         cfg = validate_config(config)
         if init is not None:
@@ -216,6 +231,7 @@ class Trainer:
         self.cfg = cfg
         self.resume = resume
         self.quiet = quiet
+        self.on_validation = on_validation
         self.out = Path(cfg["checkpoint"]["dir"])
         self.model: nn.Module | None = None
         self.ema: EMA | None = None
@@ -589,6 +605,14 @@ class Trainer:
                     self._extra("ema" if self.ema else "raw", metrics),
                 )
         self._save_last()
+        stop: BaseException | None = None
+        if metrics is not None and self.on_validation is not None:
+            try:
+                self.on_validation(self.step, dict(self.history[-1]))
+            except Exception as exc:  # noqa: BLE001 - re-raised below, on every rank
+                stop = exc
+        if ddp.any_true(stop is not None, self.info, self.device):
+            raise stop if stop is not None else StopTraining(f"stopped by rank 0 at {self.step}")
 
     def run(self) -> Path:
         """Train within the budget; return the path of ``best.safetensors``."""
@@ -700,6 +724,7 @@ def train(
     out: str | Path | None = None,
     device: str | None = None,
     quiet: bool = False,
+    on_validation: ValidationCallback | None = None,
 ) -> Path:
     """Train the model described by ``config`` and return the best checkpoint's path.
 
@@ -707,4 +732,12 @@ def train(
     filled with defaults). See :class:`Trainer` for the other arguments. Under ``torchrun`` every
     process calls this; only rank 0 writes files.
     """
-    return Trainer(config, resume=resume, init=init, out=out, device=device, quiet=quiet).run()
+    return Trainer(
+        config,
+        resume=resume,
+        init=init,
+        out=out,
+        device=device,
+        quiet=quiet,
+        on_validation=on_validation,
+    ).run()

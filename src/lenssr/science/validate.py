@@ -1,0 +1,329 @@
+"""``validate-science``: does super-resolution make dark-matter substructure easier to detect?
+
+Protocol (one function, :func:`validate_science`; the CLI is a thin layer over it):
+
+1. Simulate a balanced training set (``n_train`` per class of ``no_sub, cdm, axion``, seed
+   ``seed``) and a held-out test set (``n_test`` per class, seed ``seed + 1``) with
+   :func:`lenssr.simulation.simulate` (cached in ``out/data``; a re-run reuses them).
+2. Input types: ``hr`` (the simulated HR image: upper bound), ``bicubic`` (bicubic upsampling
+   of the LR image: lower bound) and one per SR model (``SRModel.upscale`` of the LR image).
+3. *Fixed classifier*: one :class:`~lenssr.science.classifier.SubstructureResNet` trained on HR
+   images with the fixed :class:`~lenssr.science.classifier.Recipe`, evaluated on every input
+   type of the test set. *Realistic use*: a classifier with the same recipe trained and tested
+   on each input type itself.
+4. One-vs-rest ROC AUC per class and macro AUC with paired bootstrap 95% intervals, and the
+   fraction of the LR->HR macro-AUC gap closed by each model (:mod:`lenssr.science.stats`).
+5. Lens-parameter fidelity: Einstein radius measured on HR, bicubic and SR test images by
+   :func:`lenssr.science.einstein.einstein_radius`, against the true ``theta_e``.
+6. Flux consistency (:func:`lenssr.evaluation.flux.flux_consistency`) and the power-spectrum
+   hallucination number (:func:`lenssr.evaluation.spectrum.hallucination_number`).
+7. ``report.json``, ``report.md``, ``roc.png`` and ``examples.png`` in ``out``.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lenssr.errors import LenssrError
+from lenssr.science.classifier import Recipe, predict_proba, prepare_images, train_classifier
+from lenssr.science.einstein import ESTIMATOR_DESCRIPTION, einstein_radii
+from lenssr.science.stats import (
+    bootstrap_indices,
+    gap_fraction,
+    interval,
+    ovr_auc,
+    ovr_auc_bootstrap,
+)
+
+CLASS_NAMES = ("no_sub", "cdm", "axion")
+HR, BICUBIC = "hr", "bicubic"
+
+
+@dataclass
+class ScienceConfig:
+    """Settings of one ``validate-science`` run.
+
+    Attributes:
+        models: SR model names or checkpoint paths (``bicubic`` is always included).
+        preset: simulation preset name.
+        n_train, n_test: simulated systems *per class* for training / held-out testing.
+        seed: simulation seed (test set uses ``seed + 1``), classifier and bootstrap seed.
+        epochs: classifier epochs (the rest of :class:`Recipe` is fixed).
+        workers: simulation processes.
+        n_boot: bootstrap resamples of the test set.
+        device: ``auto``, ``cpu`` or ``cuda`` (SR models and classifiers).
+        batch_size: images per SR forward pass.
+        out: output folder.
+    """
+
+    models: list[str] = field(default_factory=lambda: ["bicubic", "edsr", "hybrid"])
+    preset: str = "default"
+    n_train: int = 3000
+    n_test: int = 1000
+    seed: int = 0
+    epochs: int = Recipe.epochs
+    workers: int = 2
+    n_boot: int = 1000
+    device: str = "auto"
+    batch_size: int = 16
+    out: Path = Path("lenssr-science")
+
+    def recipe(self) -> Recipe:
+        """The classifier recipe of this run (fixed except for ``epochs`` and ``seed``)."""
+        return Recipe(epochs=self.epochs, seed=self.seed)
+
+
+@dataclass
+class _Split:
+    lr: np.ndarray
+    hr: np.ndarray
+    labels: np.ndarray
+    theta_e: np.ndarray
+
+
+def _simulate_split(cfg: ScienceConfig, name: str, n_per_class: int, seed: int, log) -> Path:
+    from lenssr.simulation import simulate
+
+    path = cfg.out / "data" / f"{name}-{cfg.preset}-n{n_per_class}-seed{seed}.h5"
+    log(f"simulating {name} set: {3 * n_per_class} systems -> {path}")
+    return simulate(
+        cfg.preset,
+        3 * n_per_class,
+        path,
+        seed=seed,
+        workers=cfg.workers,
+        classes=CLASS_NAMES,
+        progress=False,
+    )
+
+
+def _read_split(path: Path) -> tuple[_Split, dict]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        split = _Split(
+            lr=f["lr"][:].astype(np.float32),
+            hr=f["hr"][:].astype(np.float32),
+            labels=f["label"][:].astype(np.int64),
+            theta_e=f["params"]["theta_e"][:].astype(np.float64),
+        )
+        attrs = {
+            "hr_pixel_scale": float(f.attrs["hr_pixel_scale"]),
+            "lr_pixel_scale": float(f.attrs["lr_pixel_scale"]),
+            "scale": int(f.attrs["scale"]),
+        }
+    return split, attrs
+
+
+def _auc_summary(labels: np.ndarray, proba: np.ndarray, boot_idx: np.ndarray) -> dict[str, Any]:
+    """Per-class and macro AUC with bootstrap intervals; keeps the macro samples for pairing."""
+    point = ovr_auc(labels, proba)
+    boot = ovr_auc_bootstrap(labels, proba, boot_idx)
+    macro_boot = np.nanmean(boot, axis=1)
+    per_class = {
+        c: {"auc": float(point[i]), "ci95": list(interval(boot[:, i]))}
+        for i, c in enumerate(CLASS_NAMES)
+    }
+    return {
+        "per_class": per_class,
+        "macro_auc": float(np.mean(point)),
+        "macro_ci95": list(interval(macro_boot)),
+        "_macro_boot": macro_boot,
+    }
+
+
+def _gap_rows(results: dict[str, dict], models: list[str]) -> dict[str, dict]:
+    """Gap fraction (point and paired-bootstrap interval) of every SR model in one protocol."""
+    h, b = results[HR], results[BICUBIC]
+    out = {}
+    for m in models:
+        r = results[m]
+        point = gap_fraction(r["macro_auc"], b["macro_auc"], h["macro_auc"])
+        boot = gap_fraction(r["_macro_boot"], b["_macro_boot"], h["_macro_boot"])
+        finite = boot[np.isfinite(boot)]
+        out[m] = {
+            "gap_fraction": point,
+            "ci95": list(interval(finite)) if len(finite) else [float("nan")] * 2,
+        }
+    return out
+
+
+def _upscaler(name: str, device: str):
+    from lenssr.inference import load_model
+
+    return load_model(name, device=device)
+
+
+def _display_name(name: str) -> str:
+    p = Path(name)
+    return p.with_suffix("").name if p.suffix in (".safetensors", ".json") else name
+
+
+def validate_science(
+    cfg: ScienceConfig, log: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Run the whole protocol (module docstring) and write the report into ``cfg.out``.
+
+    Returns:
+        The report dictionary (also written to ``report.json``); ``report["files"]`` lists the
+        written files.
+    """
+    import torch
+
+    from lenssr.device import resolve_device
+    from lenssr.evaluation.flux import flux_consistency
+    from lenssr.evaluation.spectrum import hallucination_number
+    from lenssr.science.report import clean_json, plot_examples, plot_roc, write_report
+
+    log = log or (lambda msg: None)
+    if cfg.n_train < 2 or cfg.n_test < 2:
+        raise LenssrError("n-train and n-test must be at least 2 per class")
+    if cfg.epochs < 1:
+        raise LenssrError("epochs must be >= 1")
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    cfg.out = Path(cfg.out)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+
+    # Load every SR model first: a bad name fails before any expensive work.
+    sr_names = [m.strip() for m in cfg.models if m.strip() and m.strip().lower() != BICUBIC]
+    upscalers = {BICUBIC: _upscaler(BICUBIC, str(device))}
+    for m in sr_names:
+        upscalers[_display_name(m)] = _upscaler(m, str(device))
+    models = [_display_name(m) for m in sr_names]
+    if len(set(models)) != len(models):
+        raise LenssrError(f"model names must be distinct: {', '.join(models)}")
+    input_types = [HR, BICUBIC, *models]
+
+    t0 = time.perf_counter()
+    train_path = _simulate_split(cfg, "train", cfg.n_train, cfg.seed, log)
+    test_path = _simulate_split(cfg, "test", cfg.n_test, cfg.seed + 1, log)
+    train, attrs = _read_split(train_path)
+    test, _ = _read_split(test_path)
+    timings["simulate_s"] = time.perf_counter() - t0
+    hr_pix = attrs["hr_pixel_scale"]
+
+    recipe = cfg.recipe()
+    boot_idx = bootstrap_indices(len(test.labels), cfg.n_boot, cfg.seed)
+
+    def images(kind: str, split: _Split) -> np.ndarray:
+        if kind == HR:
+            return split.hr
+        return upscalers[kind].upscale(split.lr, batch_size=cfg.batch_size).astype(np.float32)
+
+    def fit(kind: str, x: np.ndarray):
+        def report_epoch(epoch: int, loss: float, seconds: float) -> None:
+            log(
+                f"  classifier[{kind}] epoch {epoch + 1}/{recipe.epochs}: "
+                f"loss {loss:.4f}, {seconds:.1f} s"
+            )
+
+        return train_classifier(
+            prepare_images(x), train.labels, recipe, device=device, progress=report_epoch
+        )
+
+    fixed: dict[str, dict] = {}
+    realistic: dict[str, dict] = {}
+    fidelity: dict[str, dict] = {}
+    train_logs: dict[str, dict] = {}
+    examples: dict[str, np.ndarray] = {}
+    example_idx = [int(np.flatnonzero(test.labels == c)[0]) for c in range(len(CLASS_NAMES))]
+    hr_model = None
+    for kind in input_types:
+        t0 = time.perf_counter()
+        log(f"input type {kind}: preparing images")
+        x_test = images(kind, test)
+        examples[kind] = x_test[example_idx]
+        # fixed protocol (train the HR classifier on the first pass)
+        if hr_model is None:
+            hr_model, tl = fit(HR, train.hr)
+            train_logs[HR] = {"loss": tl.losses, "epoch_s": tl.epoch_seconds}
+        p_fixed = predict_proba(hr_model, prepare_images(x_test))
+        fixed[kind] = _auc_summary(test.labels, p_fixed, boot_idx)
+        fixed[kind]["_proba"] = p_fixed
+        # realistic protocol: train and test on this input type
+        if kind == HR:
+            realistic[kind] = fixed[kind]
+        else:
+            x_train = images(kind, train)
+            model, tl = fit(kind, x_train)
+            del x_train
+            train_logs[kind] = {"loss": tl.losses, "epoch_s": tl.epoch_seconds}
+            p_real = predict_proba(model, prepare_images(x_test))
+            realistic[kind] = _auc_summary(test.labels, p_real, boot_idx)
+            realistic[kind]["_proba"] = p_real
+        # image fidelity
+        theta = einstein_radii(x_test, hr_pix)
+        err = np.abs(theta - test.theta_e)
+        flux = flux_consistency(x_test, test.lr, cfg.preset)
+        fidelity[kind] = {
+            "einstein_mae_arcsec": float(np.nanmedian(err)),
+            "einstein_failed": int(np.sum(~np.isfinite(theta))),
+            "flux_error": float(np.mean(flux["flux_error"])),
+            "flux_residual": float(np.mean(flux["flux_residual"])),
+            "hallucination_number": float(hallucination_number(x_test, test.hr)),
+        }
+        timings[f"{kind}_s"] = time.perf_counter() - t0
+        log(
+            f"input type {kind}: fixed macro AUC {fixed[kind]['macro_auc']:.3f}, realistic "
+            f"{realistic[kind]['macro_auc']:.3f} ({timings[f'{kind}_s']:.0f} s)"
+        )
+        del x_test
+        gc.collect()
+
+    gaps_fixed = _gap_rows(fixed, models)
+    gaps_real = _gap_rows(realistic, models)
+    roc_path = plot_roc(
+        {k: (test.labels, fixed[k]["_proba"]) for k in input_types},
+        {k: (test.labels, realistic[k]["_proba"]) for k in input_types if k != HR},
+        cfg.out / "roc.png",
+        CLASS_NAMES,
+    )
+    ex_path = plot_examples(
+        test.lr[example_idx], examples, cfg.out / "examples.png", CLASS_NAMES, models
+    )
+
+    def public(d: dict[str, dict]) -> dict[str, dict]:
+        return {k: {kk: vv for kk, vv in v.items() if not kk.startswith("_")} for k, v in d.items()}
+
+    timings["total_s"] = time.perf_counter() - t_start
+    report: dict[str, Any] = {
+        "config": {
+            "models": models,
+            "preset": cfg.preset,
+            "n_train_per_class": cfg.n_train,
+            "n_test_per_class": cfg.n_test,
+            "seed": cfg.seed,
+            "n_boot": cfg.n_boot,
+            "device": str(device),
+            "hr_pixel_scale_arcsec": hr_pix,
+            "scale": attrs["scale"],
+        },
+        "classes": list(CLASS_NAMES),
+        "input_types": input_types,
+        "recipe": recipe.to_dict(),
+        "fixed_classifier": public(fixed),
+        "realistic": public(realistic),
+        "gap_fraction": {"fixed_classifier": gaps_fixed, "realistic": gaps_real},
+        "fidelity": fidelity,
+        "einstein_estimator": ESTIMATOR_DESCRIPTION,
+        "train_logs": train_logs,
+        "timings": timings,
+    }
+    report["files"] = {
+        "report_md": str(cfg.out / "report.md"),
+        "report_json": str(cfg.out / "report.json"),
+        "roc": str(roc_path),
+        "examples": str(ex_path),
+    }
+    write_report(report, cfg.out)
+    return clean_json(report)

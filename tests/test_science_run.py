@@ -1,0 +1,57 @@
+"""End-to-end test of ``validate-science`` on a tiny configuration (bicubic + a tiny random
+EDSR checkpoint)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lenssr.cli import main
+from lenssr.models import create_model, save_checkpoint
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    return save_checkpoint(tmp_path / "edsr-tiny", create_model("edsr", num_feat=8, num_block=1))
+
+
+def test_validate_science_tiny_run_writes_full_report(tmp_path, tiny_checkpoint, capsys):
+    out = tmp_path / "science"
+    with pytest.raises(SystemExit) as done:
+        main([
+        "validate-science", "--models", f"bicubic,{tiny_checkpoint}", "--n-train", "30",
+        "--n-test", "15", "--epochs", "1", "--workers", "1", "--n-boot", "200",
+        "--device", "cpu", "--out", str(out),
+    ])  # fmt: skip
+    assert done.value.code == 0
+    report = json.loads((out / "report.json").read_text())
+    types = ["hr", "bicubic", "edsr-tiny"]
+    assert report["input_types"] == types
+    for proto in ("fixed_classifier", "realistic"):
+        for kind in types:
+            r = report[proto][kind]
+            assert 0.0 <= r["macro_auc"] <= 1.0
+            lo, hi = r["macro_ci95"]
+            assert lo <= r["macro_auc"] <= hi
+            assert set(r["per_class"]) == {"no_sub", "cdm", "axion"}
+        assert "edsr-tiny" in report["gap_fraction"][proto]
+    assert report["realistic"]["hr"] == report["fixed_classifier"]["hr"]
+    for kind in types:
+        f = report["fidelity"][kind]
+        assert f["einstein_mae_arcsec"] is not None and f["einstein_mae_arcsec"] < 1.0
+        assert f["flux_error"] is not None
+    assert report["fidelity"]["hr"]["hallucination_number"] == 0.0
+    assert report["fidelity"]["hr"]["einstein_mae_arcsec"] < 0.2
+    for key in ("roc", "examples", "report_md"):
+        assert (out / report["files"][key].split("/")[-1]).stat().st_size > 1000
+    md = (out / "report.md").read_text()
+    assert "| edsr-tiny |" in md and "gap" in md
+    assert "report_md" in capsys.readouterr().out
+
+
+def test_validate_science_unknown_model_fails_before_simulating(tmp_path):
+    with pytest.raises(SystemExit) as done:
+        main(["validate-science", "--models", "no-such-model", "--out", str(tmp_path / "o")])
+    assert done.value.code == 2
+    assert not (tmp_path / "o" / "data").exists()
