@@ -32,14 +32,18 @@ def evaluate_checkpoints(
     """PSNR, SSIM and hallucination number (``lenssr.evaluation.evaluate``) per checkpoint;
     ``bicubic`` is always included."""
     from lenssr.evaluation import evaluate
+    from lenssr.inference import load_model
+    from lenssr.inference.api import SRModel
 
-    result = evaluate([str(p) for p in checkpoints.values()], data=val, n=n, device=device)
-    by_path = {str(p): label for label, p in checkpoints.items()}
+    models = []
+    for label, path in checkpoints.items():  # named by label: several files are "best"
+        loaded = load_model(path, device=device)
+        models.append(SRModel(loaded.module, loaded.descriptor, name=label, device=device))
+    result = evaluate(models, data=val, n=n, device=device)
     rows: dict[str, dict[str, float]] = {}
     for model in result.models:
-        label = by_path.get(model.source, model.name)
         summary = model.summary()
-        rows[label] = {
+        rows[model.name] = {
             "psnr": summary["psnr"]["mean"],
             "ssim": summary["ssim"]["mean"],
             "hallucination": summary["hallucination"],

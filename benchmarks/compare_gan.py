@@ -79,6 +79,7 @@ def main() -> None:
                 f"schedule.total_steps={args.steps}",
                 f"val.every_steps={max(1, args.steps // 4)}",
                 f"gan.adversarial={adv}",
+                f"gan.discriminator.batch_norm={str(adv != 'wgan-gp').lower()}",
             ]
             cfg = load_gan_config(ROOT / "configs/gan-hybrid.yaml", overrides)
             cfg["gan"]["discriminator"] = {

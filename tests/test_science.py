@@ -112,17 +112,19 @@ def test_classifier_shapes_and_prepare():
 
 def test_classifier_learns_a_trivial_task_and_is_deterministic():
     rng = np.random.default_rng(0)
-    labels = np.repeat(np.arange(3), 16)
-    imgs = rng.normal(size=(48, 32, 32)).astype(np.float32)
-    for c in range(3):  # class = which dihedral-invariant feature is present
+    labels = np.repeat(np.arange(3), 8)
+    imgs = rng.normal(size=(24, 32, 32)).astype(np.float32)
+    for c in range(3):  # class = size of a central bright square (dihedral invariant)
         imgs[labels == c, 16 - 4 * c : 16 + 4 * c, 16 - 4 * c : 16 + 4 * c] += 6.0
     x = prepare_images(imgs)
-    recipe = Recipe(widths=(8, 8, 8, 8), epochs=12, batch_size=16, lr=1e-2)
+    recipe = Recipe(widths=(8, 8, 8, 8), epochs=15, batch_size=24, lr=2e-2)
     model, log = train_classifier(x, labels, recipe)
-    assert log.losses[-1] < log.losses[0]
+    assert log.losses[-1] < 0.5 * log.losses[0]
     assert ovr_auc(labels, predict_proba(model, x, tta=True)).mean() > 0.9
-    model2, log2 = train_classifier(x, labels, recipe)
-    assert log2.losses == log.losses
+    short = Recipe(widths=(8, 8, 8, 8), epochs=2, batch_size=12)
+    assert (
+        train_classifier(x, labels, short)[1].losses == train_classifier(x, labels, short)[1].losses
+    )
 
 
 def sis_image(theta_e, beta=(0.0, 0.0), n=150, pixel_scale=0.05, seed=0, lens_amp=30.0):

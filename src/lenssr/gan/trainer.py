@@ -79,7 +79,7 @@ def validate_gan_config(config: dict[str, Any], origin: str = "") -> dict[str, A
     The ``gan`` section is checked here, the rest by
     :func:`lenssr.training.config.validate_config`. Raises :class:`ConfigError`.
     """
-    from lenssr.training.config import _merge, validate_config
+    from lenssr.training.config import merge, validate_config
 
     if not isinstance(config, dict):
         raise ConfigError("a GAN config must be a mapping of sections")
@@ -105,7 +105,7 @@ def validate_gan_config(config: dict[str, Any], origin: str = "") -> dict[str, A
     disc = section.get("discriminator") or {}
     if not isinstance(disc, dict):
         raise ConfigError("gan.discriminator must be a mapping (name and its arguments)")
-    gan = _merge(GAN_DEFAULTS, {k: v for k, v in section.items() if k != "discriminator"})
+    gan = merge(GAN_DEFAULTS, {k: v for k, v in section.items() if k != "discriminator"})
     gan["discriminator"] = {"name": "patchgan", **disc}
     if gan["adversarial"] not in ADVERSARIAL_TYPES:
         raise ConfigError(
@@ -141,7 +141,7 @@ def validate_gan_config(config: dict[str, Any], origin: str = "") -> dict[str, A
             "set either init (the generator checkpoint; its architecture comes from it) or "
             "model arguments, not both"
         )
-    full = validate_config(_merge(_SECTION_DEFAULTS, raw), origin)
+    full = validate_config(merge(_SECTION_DEFAULTS, raw), origin)
     full["gan"] = gan
     return full
 
@@ -149,9 +149,9 @@ def validate_gan_config(config: dict[str, Any], origin: str = "") -> dict[str, A
 def load_gan_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Read a GAN YAML (``defaults:`` includes allowed), apply ``key=value`` overrides and
     validate it (see :func:`validate_gan_config`)."""
-    from lenssr.training.config import _load_yaml, apply_overrides
+    from lenssr.training.config import apply_overrides, read_yaml
 
-    raw = apply_overrides(_load_yaml(Path(path)), overrides)
+    raw = apply_overrides(read_yaml(Path(path)), overrides)
     return validate_gan_config(raw, origin=str(path))
 
 

@@ -74,7 +74,7 @@ def validate_pretrain_config(config: dict[str, Any], origin: str = "") -> dict[s
     The ``pretrain`` section is checked here, everything else by the supervised trainer's
     :func:`~lenssr.training.config.validate_config`. Raises :class:`ConfigError`.
     """
-    from lenssr.training.config import _merge, validate_config
+    from lenssr.training.config import merge, validate_config
 
     if not isinstance(config, dict):
         raise ConfigError("a pretraining config must be a mapping of sections")
@@ -97,7 +97,7 @@ def validate_pretrain_config(config: dict[str, Any], origin: str = "") -> dict[s
             f"unknown config key(s) pretrain.noise.{', pretrain.noise.'.join(bad)} "
             f"(known: {', '.join(PRETRAIN_DEFAULTS['noise'])})"
         )
-    pre = _merge(PRETRAIN_DEFAULTS, section)
+    pre = merge(PRETRAIN_DEFAULTS, section)
     if pre["target"] not in ("lr", "hr"):
         raise ConfigError(f"pretrain.target must be lr or hr, got {pre['target']!r}")
     levels = pre["levels"]
@@ -106,7 +106,7 @@ def validate_pretrain_config(config: dict[str, Any], origin: str = "") -> dict[s
     if levels is not None and levels < 1:
         raise ConfigError(f"pretrain.levels must be >= 1, got {levels}")
     make_noise_sampler(pre["noise"])  # raises on bad types, ranges, probabilities
-    full = validate_config(_merge(_SECTION_DEFAULTS, raw), origin)
+    full = validate_config(merge(_SECTION_DEFAULTS, raw), origin)
     full["pretrain"] = pre
     return full
 
@@ -114,9 +114,9 @@ def validate_pretrain_config(config: dict[str, Any], origin: str = "") -> dict[s
 def load_pretrain_config(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
     """Read a pretraining YAML (``defaults:`` includes allowed), apply ``key=value``
     overrides and validate it (see :func:`validate_pretrain_config`)."""
-    from lenssr.training.config import _load_yaml, apply_overrides
+    from lenssr.training.config import apply_overrides, read_yaml
 
-    raw = apply_overrides(_load_yaml(Path(path)), overrides)
+    raw = apply_overrides(read_yaml(Path(path)), overrides)
     return validate_pretrain_config(raw, origin=str(path))
 
 

@@ -65,7 +65,7 @@ _LOSS_TYPES = ("l1", "mse", "charbonnier", "mse_ssim")
 _AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
-def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read one YAML file and the ``defaults:`` files it includes, merged."""
     path = Path(path)
     if not path.is_file():
@@ -86,16 +86,16 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         includes = [includes]
     merged: dict[str, Any] = {}
     for inc in includes:
-        merged = _merge(merged, _load_yaml(path.parent / inc, (*seen, path.resolve())))
-    return _merge(merged, raw)
+        merged = merge(merged, read_yaml(path.parent / inc, (*seen, path.resolve())))
+    return merge(merged, raw)
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """Deep merge: mappings merge key by key, everything else in ``over`` replaces ``base``."""
     out = copy.deepcopy(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -173,7 +173,7 @@ def validate_config(config: dict[str, Any], origin: str = "") -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ConfigError(f"config{where} must be a mapping of sections")
     _check_keys(config, DEFAULTS, "", where)
-    full = _merge(DEFAULTS, config)
+    full = merge(DEFAULTS, config)
 
     model = full["model"]
     if not isinstance(model.get("name"), str) or not model["name"]:
@@ -244,6 +244,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> dict[st
     """Load a training YAML (with its ``defaults:`` includes), apply ``key=value`` overrides,
     validate it and return the full config (every section filled with defaults).
     """
-    raw = _load_yaml(Path(path))
+    raw = read_yaml(Path(path))
     raw = apply_overrides(raw, overrides)
     return validate_config(raw, origin=str(path))

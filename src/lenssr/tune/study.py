@@ -20,6 +20,7 @@ import csv
 import inspect
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +125,7 @@ def validate_stage_config(stage: str, config: dict[str, Any]) -> dict[str, Any]:
 
 def load_tune_config(path: str | Path) -> TuneConfig:
     """Read and check a tune YAML; the ``base`` path is relative to the YAML file."""
-    from lenssr.training.config import _load_yaml
+    from lenssr.training.config import read_yaml
 
     path = Path(path)
     if not path.is_file():
@@ -144,7 +145,7 @@ def load_tune_config(path: str | Path) -> TuneConfig:
     if not raw.get("base"):
         raise ConfigError(f"{path}: base (the training config to tune, e.g. hybrid.yaml) missing")
     base_path = path.parent / str(raw["base"])
-    base = _load_yaml(base_path)
+    base = read_yaml(base_path)
     objective = raw.get("objective") or {}
     metric = objective.get("metric", "val_psnr")
     direction = objective.get("direction", "maximize")
@@ -190,9 +191,11 @@ def make_sampler(spec: dict[str, Any], seed: int | None = None) -> Any:
         return optuna.samplers.RandomSampler(seed=seed)
     # multivariate + group: models joint structure and handles conditional (when:) parameters;
     # constant_liar: parallel workers do not all sample the same point.
-    return optuna.samplers.TPESampler(
-        seed=seed, n_startup_trials=startup, multivariate=True, group=True, constant_liar=True
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=startup, multivariate=True, group=True, constant_liar=True
+        )
 
 
 def make_pruner(spec: dict[str, Any], budget_steps: int | None) -> Any:
@@ -217,7 +220,7 @@ def make_pruner(spec: dict[str, Any], budget_steps: int | None) -> Any:
 def make_storage(url: str | None, heartbeat_interval: int = 60, grace_period: int | None = None):
     """Optuna storage for ``url``: an RDB with heartbeat and retry of dead trials, or memory."""
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     if url is None:
         return optuna.storages.InMemoryStorage()
@@ -232,13 +235,15 @@ def make_storage(url: str | None, heartbeat_interval: int = 60, grace_period: in
     else:
         engine_kwargs = {"pool_pre_ping": True}
     try:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=2),
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+            )
     except ModuleNotFoundError as exc:
         raise ConfigError(
             f"--storage {url}: database driver missing ({exc.name}); install it, e.g. "
@@ -441,7 +446,9 @@ def run_study(
     start = time.monotonic()
     ran = 0
     while True:
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         done = _count(study, _FINISHED)
         live = _count(study, ("RUNNING",))
         waiting = _count(study, ("WAITING",))
@@ -452,7 +459,9 @@ def run_study(
         if timeout_min is not None and time.monotonic() - start >= 60 * timeout_min:
             console.print(f"--timeout {timeout_min} min reached; stopping", highlight=False)
             break
-        study.optimize(objective, n_trials=1, catch=(TargetReached,), callbacks=[announce])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.optimize(objective, n_trials=1, catch=(TargetReached,), callbacks=[announce])
         ran += 1
     files = write_outputs(study, tune, out, console)
     return TuneResult(study=study, ran=ran, files=files)
@@ -517,6 +526,7 @@ def _plots(study: Any, out: Path, complete: list[Any]) -> dict[str, Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import optuna
     import optuna.visualization.matplotlib as ovm
 
     files: dict[str, Path] = {}
@@ -527,7 +537,9 @@ def _plots(study: Any, out: Path, complete: list[Any]) -> dict[str, Path]:
         jobs.append(("importances", ovm.plot_param_importances))
     for name, fn in jobs:
         try:
-            ax = fn(study)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                ax = fn(study)
         except (ValueError, RuntimeError, ZeroDivisionError):
             continue  # e.g. importances of parameters that never varied
         fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure

@@ -1,0 +1,337 @@
+"""lenssr tune: space parsing and constraints, the trainer's validation hook, pruning, resume
+after a crash, two workers on one SQLite study, and best.yaml training as it is."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import optuna
+import pytest
+import torch
+import yaml
+
+from lenssr.errors import ConfigError
+from lenssr.training import load_config, train
+from lenssr.training.trainer import StopTraining, Trainer
+from lenssr.tune.space import SearchSpace, flatten
+from lenssr.tune.study import load_tune_config, run_study, run_trial
+
+torch.set_num_threads(1)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def make_pairs(path: Path, n: int = 16, h: int = 8, scale: int = 2, seed: int = 0) -> Path:
+    """Smooth random blobs: HR (n, s*h, s*h), LR its s x s block mean (+ a little noise)."""
+    rng = np.random.default_rng(seed)
+    size = h * scale
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    hr = np.empty((n, size, size), np.float32)
+    for i in range(n):
+        cy, cx, w = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), rng.uniform(0.08, 0.2)
+        hr[i] = 0.1 + rng.uniform(1, 5) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * w * w))
+    lr = hr.reshape(n, h, scale, h, scale).mean(axis=(2, 4))
+    lr += rng.normal(0, 0.01, lr.shape).astype(np.float32)
+    with h5py.File(path, "w") as f:
+        f["lr"] = lr.astype(np.float32)
+        f["hr"] = hr
+        f["label"] = np.zeros(n, np.int8)
+        f.attrs["scale"] = scale
+    return path
+
+
+def base_config(data: Path, out: Path) -> dict:
+    return {
+        "model": {
+            "name": "hybrid",
+            "num_feat": 4,
+            "num_res_blocks": 1,
+            "embed_dim": 8,
+            "depth": 1,
+            "num_heads": 2,
+            "pos_grid": 4,
+            "num_levels": 1,
+        },
+        "data": {"train": str(data), "val_fraction": 0.25, "patch_size": 8, "batch_size": 4},
+        "schedule": {"warmup_steps": 0},
+        "val": {"every_steps": 2, "max_images": 4},
+        "log": {"tensorboard": False},
+        "checkpoint": {"dir": str(out / "base-run"), "keep_last": 0},
+        "threads": 1,
+        "device": "cpu",
+        "budget": {"steps": 40},
+    }
+
+
+TUNE = {
+    "stage": "supervised",
+    "base": "base.yaml",
+    "trial": {"budget.steps": 4, "schedule.total_steps": 4},
+    "objective": {"metric": "val_psnr", "direction": "maximize"},
+    "sampler": {"type": "tpe", "n_startup_trials": 2, "seed": 0},
+    "pruner": {"type": "median", "n_startup_trials": 1},
+    "space": {
+        "model.num_heads": {"type": "categorical", "choices": [1, 2, 4]},
+        "head_dim": {"type": "categorical", "choices": [2, 4]},
+        "model.shallow_kernel": {"type": "categorical", "choices": [3, 5]},
+        "optim.lr": {"type": "float", "low": 1e-4, "high": 1e-3, "log": True},
+    },
+    "derived": {"model.embed_dim": "model.num_heads * head_dim"},
+    "constraints": ["model.embed_dim % model.num_heads == 0"],
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_pairs(tmp_path_factory.mktemp("tune-data") / "pairs.h5")
+
+
+def write_tune(tmp: Path, data: Path, **changes: object) -> Path:
+    (tmp / "base.yaml").write_text(yaml.safe_dump(base_config(data, tmp)))
+    path = tmp / "tune.yaml"
+    path.write_text(yaml.safe_dump({**TUNE, **changes}))
+    return path
+
+
+def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return study.get_trials(states=states)
+
+
+# ------------------------------------------------------------------------------ the space
+def test_space_derived_values_respect_heads() -> None:
+    space = SearchSpace.from_dict(
+        TUNE["space"], TUNE["derived"], ["model.embed_dim % model.num_heads == 0"]
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(60):
+        values = space.sample(study.ask(), {})
+        assert values["model.embed_dim"] % values["model.num_heads"] == 0
+        assert values["model.embed_dim"] == values["model.num_heads"] * values["head_dim"]
+        assert 1e-4 <= values["optim.lr"] <= 1e-3
+        seen.add(values["model.num_heads"])
+    assert seen == {1, 2, 4}
+
+
+def test_constraints_prune_invalid_combinations_with_a_reason(tmp_path: Path, data: Path) -> None:
+    space = {
+        "model.num_heads": {"type": "categorical", "choices": [2, 3]},
+        "model.embed_dim": {"type": "categorical", "choices": [8]},
+    }
+    tune = write_tune(tmp_path, data, space=space, derived={}, sampler={"type": "random"})
+    result = run_study(tune, trials=6, out=tmp_path / "out", quiet=True)
+    trials = finished(result.study)
+    assert len(trials) == 6
+    for t in trials:
+        if t.params["model.num_heads"] == 3:
+            assert t.state == optuna.trial.TrialState.PRUNED
+            assert "model.embed_dim % model.num_heads == 0" in t.user_attrs["pruned_reason"]
+            assert not (tmp_path / "out" / "trials" / f"trial-{t.number:04d}").exists()
+        else:
+            assert t.state == optuna.trial.TrialState.COMPLETE
+            assert np.isfinite(t.value)
+
+
+def test_conditional_params_and_parse_errors() -> None:
+    space = SearchSpace.from_dict(
+        {
+            "noise": {"type": "categorical", "choices": ["gaussian", "poisson"]},
+            "pretrain.noise.gaussian": {
+                "type": "float",
+                "low": 0.01,
+                "high": 0.1,
+                "when": "noise == 'gaussian'",
+            },
+            "pretrain.noise.poisson": {
+                "type": "float",
+                "low": 10,
+                "high": 100,
+                "when": "noise == 'poisson'",
+            },
+        },
+        {"pretrain.noise.types": "[noise]"},
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        v = space.sample(study.ask(), {})
+        assert v["pretrain.noise.types"] == [v["noise"]]
+        assert set(v) == {"noise", "pretrain.noise.types", f"pretrain.noise.{v['noise']}"}
+    with pytest.raises(ConfigError, match="not allowed"):
+        SearchSpace.from_dict({"a": [1]}, constraints=["[x for x in a]"])
+    with pytest.raises(ConfigError, match="may be called"):
+        SearchSpace.from_dict({"a": [1]}, constraints=["__import__('os')"])
+    with pytest.raises(ConfigError, match="type must be"):
+        SearchSpace.from_dict({"a": {"type": "normal"}})
+    with pytest.raises(ConfigError, match="log scale"):
+        SearchSpace.from_dict({"a": {"type": "float", "low": 0, "high": 1, "log": True}})
+
+
+def test_shipped_tune_configs_parse() -> None:
+    root = Path(__file__).resolve().parents[1] / "configs"
+    hybrid = load_tune_config(root / "tune-hybrid.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    base = flatten(hybrid.best_config({}))
+    for _ in range(30):
+        try:
+            v = hybrid.space.sample(study.ask(), base)
+        except Exception as exc:  # noqa: BLE001 - only constraint violations are expected
+            assert "constraint" in str(exc)
+            continue
+        assert v["model.embed_dim"] % v["model.num_heads"] == 0
+    assert {"gan", "pretrain"} == {
+        load_tune_config(root / f"tune-{s}.yaml").stage for s in ("gan", "pretrain")
+    }
+
+
+# ------------------------------------------------------------------- trainer hook, pruning
+def test_trainer_on_validation_hook_and_stop(tmp_path: Path, data: Path) -> None:
+    calls: list[tuple[int, float]] = []
+
+    def record(step: int, metrics: dict) -> None:
+        calls.append((step, metrics["val_psnr"]))
+
+    cfg = base_config(data, tmp_path)
+    cfg["budget"]["steps"] = 4
+    trainer = Trainer(cfg, out=tmp_path / "a", quiet=True, on_validation=record)
+    trainer.run()
+    assert [s for s, _ in calls] == [2, 4]
+    assert [v for _, v in calls] == [h["val_psnr"] for h in trainer.history]
+
+    def stop(step: int, metrics: dict) -> None:
+        raise StopTraining("enough")
+
+    trainer = Trainer(cfg, out=tmp_path / "b", quiet=True, on_validation=stop)
+    with pytest.raises(StopTraining, match="enough"):
+        trainer.run()
+    assert trainer.step == 2
+    assert (tmp_path / "b" / "best.safetensors").exists()
+
+
+def test_bad_reports_get_pruned(tmp_path: Path, data: Path) -> None:
+    tune = load_tune_config(write_tune(tmp_path, data, trial={"budget.steps": 8}))
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1)
+    )
+    params = {"model.num_heads": 2, "head_dim": 4, "model.embed_dim": 8}
+
+    def objective(trial: optuna.Trial, offset: float) -> float:
+        def report(step: int, metrics: dict) -> None:
+            trial.report(metrics["val_psnr"] + offset, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"step {step}")
+
+        value, history = run_trial(tune, params, tmp_path / f"t{trial.number}", report)
+        trial.set_user_attr("steps", [h["step"] for h in history])
+        return value + offset
+
+    study.optimize(lambda t: objective(t, 0.0), n_trials=1)
+    study.optimize(lambda t: objective(t, -100.0), n_trials=2)
+    states = [t.state for t in study.trials]
+    assert states[0] == optuna.trial.TrialState.COMPLETE
+    assert states[1:] == [optuna.trial.TrialState.PRUNED] * 2
+    assert study.trials[0].user_attrs["steps"] == [2, 4, 6, 8]
+    for t in study.trials[1:]:
+        assert max(t.intermediate_values) == 2  # stopped at the first validation
+
+
+# -------------------------------------------------------------------- resume and workers
+def test_resume_after_crash_reaches_target(tmp_path: Path, data: Path) -> None:
+    tune = write_tune(tmp_path, data)
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    out = tmp_path / "out"
+    first = run_study(tune, trials=2, storage=url, study_name="s", out=out, quiet=True)
+    assert len(finished(first.study)) == 2
+    # a worker that died in the middle of a trial: RUNNING with a stale heartbeat
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.load_study(study_name="s", storage=storage)
+    dead = study.ask()
+    storage.record_heartbeat(dead._trial_id)
+    time.sleep(2.5)
+    second = run_study(
+        tune, trials=4, storage=url, study_name="s", out=out, quiet=True,
+        heartbeat_interval=1, grace_period=2,
+    )  # fmt: skip
+    trials = second.study.get_trials()
+    done = finished(second.study)
+    assert len(done) == 4
+    assert trials[dead.number].state == optuna.trial.TrialState.FAIL
+    assert len({t.number for t in trials}) == len(trials)
+    assert second.ran == 2
+    best = out / "best.yaml"
+    assert best.exists() and (out / "history.png").exists() and (out / "trials.csv").exists()
+
+
+def test_two_workers_share_one_sqlite_study(tmp_path: Path, data: Path) -> None:
+    tune = write_tune(tmp_path, data)
+    url = f"sqlite:///{tmp_path / 'tune.db'}"
+    optuna.create_study(study_name="w", storage=url, direction="maximize")  # no create race
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "lenssr.cli", "tune", "--config", str(tune), "--trials", "4",
+           "--storage", url, "--study", "w"]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--out", str(tmp_path / f"out{i}"), "--seed", str(i)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    logs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs
+    study = optuna.load_study(study_name="w", storage=url)
+    done = finished(study)
+    assert len(done) == 4
+    assert len({t.number for t in done}) == 4
+    others = [t for t in study.trials if t not in done]
+    assert all(t.user_attrs.get("fail_reason") == "target reached by other workers" for t in others)
+    assert any("trial 0 " in log or "trial 1 " in log for log in logs)
+
+
+def test_best_yaml_loads_and_trains(tmp_path: Path, data: Path) -> None:
+    tune = write_tune(tmp_path, data)
+    result = run_study(tune, trials=3, out=tmp_path / "out", quiet=True)
+    best = result.files["best"]
+    cfg = load_config(best, ["budget.steps=2"])
+    trial = result.study.best_trial
+    assert cfg["model"]["num_heads"] == trial.params["model.num_heads"]
+    assert cfg["model"]["embed_dim"] == trial.params["model.num_heads"] * trial.params["head_dim"]
+    assert cfg["budget"]["steps"] == 2
+    assert load_config(best)["budget"]["steps"] == 40  # the base's budget, not the trial's
+    assert "defaults" not in yaml.safe_load(best.read_text())
+    path = train(cfg, quiet=True)
+    assert path.exists()
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "gan"])
+def test_pretrain_and_gan_stages_run_a_trial(tmp_path: Path, data: Path, stage: str) -> None:
+    extra: dict = {
+        "stage": stage,
+        "space": {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-3}},
+    }
+    extra["derived"], extra["constraints"] = {}, []
+    if stage == "pretrain":
+        extra["space"]["noise"] = {"type": "categorical", "choices": ["gaussian"]}
+        extra["space"]["pretrain.noise.gaussian"] = {"type": "float", "low": 0.01, "high": 0.1}
+        extra["derived"] = {"pretrain.noise.types": "[noise]"}
+        extra["finetune"] = {"budget.steps": 2, "schedule.total_steps": 2}
+    else:
+        extra["set"] = {
+            "gan.discriminator.num_feat": 4,
+            "gan.discriminator.num_layers": 1,
+            "gan.weights.perceptual": 0.0,
+        }
+    tune = load_tune_config(write_tune(tmp_path, data, **extra))
+    params = {"optim.lr": 3e-4, "noise": "gaussian", "pretrain.noise.gaussian": 0.05}
+    params = {k: v for k, v in params.items() if stage == "pretrain" or k == "optim.lr"}
+    steps: list[int] = []
+    value, history = run_trial(tune, params, tmp_path / "t", lambda s, m: steps.append(s))
+    assert np.isfinite(value) and value == max(h["val_psnr"] for h in history)
+    assert steps == [h["step"] for h in history] and steps[-1] == (2 if stage == "pretrain" else 4)
