@@ -10,8 +10,9 @@ Stages (each sized by the constructor; ``use_*`` flags switch stages off for abl
    ``embed_dim``, learned positional embeddings on a ``pos_grid`` x ``pos_grid`` grid bilinearly
    resized to the token grid (any image size), ``depth`` pre-norm blocks (multi-head
    self-attention via ``F.scaled_dot_product_attention`` + GELU MLP), tokens -> feature map by a
-   linear layer and pixel shuffle, added to the stage input. Sizes that are not multiples of
-   ``patch_size`` are reflect-padded and cropped back;
+   linear layer and pixel shuffle, then a zero-initialised 3x3 conv (so the stage starts as the
+   identity), added to the stage input. Sizes that are not multiples of ``patch_size`` are
+   reflect-padded and cropped back;
 4. a Laplacian pyramid of ``num_levels`` x2 levels (``use_pyramid``): each level upsamples the
    features (conv + pixel shuffle + LeakyReLU), predicts a residual image and adds it to the
    bicubic x2 of the previous level's image, so one model serves x2, x4, ... Without the
@@ -106,7 +107,7 @@ class TransformerStage(nn.Module):
     (input reflect-padded to multiples of ``p``); positional embeddings live on a
     ``pos_grid`` x ``pos_grid`` grid and are bilinearly resized to the token grid; after ``depth``
     blocks and a LayerNorm, ``Linear(E, F*p*p)`` + ``PixelShuffle(p)`` maps tokens back to pixels,
-    cropped to ``(H, W)`` and added to the input.
+    cropped to ``(H, W)``, smoothed by a zero-initialised 3x3 conv and added to the input.
     """
 
     def __init__(
@@ -138,10 +139,15 @@ class TransformerStage(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim)
         self.unembed = nn.Linear(embed_dim, num_feat * patch_size * patch_size)
+        # A 3x3 conv smooths the patch-block structure of the unembedded tokens before the skip;
+        # it starts at zero, so the stage starts as the identity and only adds what helps.
+        self.fuse = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.fuse.weight)
+        nn.init.zeros_(self.fuse.bias)
 
     def positional_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """Positional embeddings for a ``grid_h`` x ``grid_w`` token grid: ``(1, N, E)``.
@@ -166,7 +172,7 @@ class TransformerStage(nn.Module):
         x = self.unembed(self.norm(x))  # (B, N, F*p*p)
         x = x.transpose(1, 2).reshape(b, -1, gh, gw)
         out = F.pixel_shuffle(x, p) if p > 1 else x
-        return feat + crop_to(out, size)
+        return feat + self.fuse(crop_to(out, size))
 
 
 @register_model("hybrid")

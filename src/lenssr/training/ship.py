@@ -17,10 +17,14 @@ from typing import Any
 from lenssr.errors import LenssrError
 
 
-def _fmt(stats: dict[str, Any] | None, digits: int = 2) -> str:
+def _fmt(stats: dict[str, Any] | None, digits: int = 2, style: str = "f") -> str:
     if not stats or stats.get("mean") is None:
         return "n/a"
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+    return f"{stats['mean']:.{digits}{style}} ± {stats['std']:.{digits}{style}}"
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def _card(name: str, desc: dict[str, Any], summary: dict[str, Any], reproduce: str) -> str:
@@ -32,7 +36,7 @@ def _card(name: str, desc: dict[str, Any], summary: dict[str, Any], reproduce: s
     rows = []
     for label, m in (("bicubic", bicubic), (name, own)):
         rows.append(
-            f"| {label} | {_fmt(m['psnr'])} | {_fmt(m['ssim'], 4)} | {_fmt(m['mse'], 6)} "
+            f"| {label} | {_fmt(m['psnr'])} | {_fmt(m['ssim'], 4)} | {_fmt(m['mse'], 1, 'e')} "
             f"| {_fmt(m.get('flux_error'), 4)} | {m['hallucination']:.3f} "
             f"| {m['images_per_s']:.1f} |"
         )
@@ -54,7 +58,7 @@ def _card(name: str, desc: dict[str, Any], summary: dict[str, Any], reproduce: s
         f"LR patches of {data.get('patch_size_lr', 'n/a')} px.",
         f"- Budget: {training.get('step', 'n/a')} optimisation steps, batch "
         f"{batch}, loss `{loss}`, wall time {minutes:.1f} min on {training.get('device', 'cpu')}.",
-        f"- Best validation PSNR during training: {training.get('best_val_psnr', 'n/a')}.",
+        f"- Best validation PSNR during training: {_num(training.get('best_val_psnr'))} dB.",
         "",
         f"## Held-out test metrics ({summary['n_images']} pairs of `{summary['data']}`)",
         "",
@@ -94,6 +98,7 @@ def ship_model(
     Returns the path of the written ``<name>.safetensors``.
     """
     from lenssr.evaluation import evaluate
+    from lenssr.inference import load_model
     from lenssr.models import load_checkpoint, save_checkpoint
     from lenssr.models.zoo import weights_dir as package_weights_dir
 
@@ -103,8 +108,10 @@ def ship_model(
     model, desc = load_checkpoint(checkpoint)
     folder = Path(weights_dir) if weights_dir is not None else package_weights_dir()
     figures = Path(figures_dir) if figures_dir is not None else Path("docs/models") / name
+    sr = load_model(checkpoint, device=device)
+    sr.name = name  # rows and figures show the shipped name, not the checkpoint's stem
     result = evaluate(
-        [checkpoint],
+        [sr],
         test_data,
         n=n,
         preset=preset,
@@ -114,10 +121,6 @@ def ship_model(
         progress=True,
     )
     summary = result.to_dict()
-    # evaluate names a checkpoint by its stem; rename that row to the shipped name.
-    for row in summary["models"]:
-        if row["name"] != "bicubic":
-            row["name"] = name
     (figures / "metrics.json").write_text(json.dumps(summary, indent=2))
     own = next(m for m in summary["models"] if m["name"] == name)
     bicubic = next(m for m in summary["models"] if m["name"] == "bicubic")
@@ -137,18 +140,35 @@ def ship_model(
     extra["metrics"] = metrics
     extra["name"] = name
     folder.mkdir(parents=True, exist_ok=True)
-    weights = save_checkpoint(folder / name, model, extra=extra)
+    weights = Path(save_checkpoint(folder / name, model, extra=extra))
+    for path in (weights, weights.with_suffix(".json")):
+        path.chmod(0o644)  # package data: readable by every user of an installation
+    write_card(name, folder, figures, config_path)
+    return weights
+
+
+def write_card(
+    name: str,
+    weights_dir: str | Path,
+    figures_dir: str | Path,
+    config_path: str | Path | None = None,
+) -> Path:
+    """(Re)write ``<name>.md`` from the shipped descriptor and ``figures_dir/metrics.json``."""
+    folder, figures = Path(weights_dir), Path(figures_dir)
+    desc = read_json(folder / f"{name}.json")
+    summary = read_json(figures / "metrics.json")
+    test_data = desc["metrics"]["test_data"]
     cfg = config_path or f"configs/{name}.yaml"
     reproduce = (
         f"lenssr train --config {cfg}   # simulates data/ on first use\n"
-        f"lenssr simulate --preset {preset} --n {summary['n_images']} --seed 2 "
+        f"lenssr simulate --preset {summary['preset']} --n {summary['n_images']} --seed 2 "
         f"--out {test_data}\n"
         f"lenssr ship <checkpoint dir>/best.safetensors --name {name} --test {test_data}"
     )
-    (folder / f"{name}.md").write_text(
-        _card(name, read_json(folder / f"{name}.json"), summary, reproduce)
-    )
-    return Path(weights)
+    card = folder / f"{name}.md"
+    card.write_text(_card(name, desc, summary, reproduce))
+    card.chmod(0o644)
+    return card
 
 
 def read_json(path: Path) -> dict[str, Any]:
