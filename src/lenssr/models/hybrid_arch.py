@@ -181,7 +181,7 @@ class HybridSR(nn.Module):
 
     ``forward(x (B, 1, h, w), scale=None) -> (B, 1, s*h, s*w)`` for ``s`` in ``scales``
     (``(2, 4)`` with the default 2 pyramid levels); only the levels up to ``s`` are computed.
-    ``forward_pyramid(x) -> [x2, x4, ...]``. Default: 0.70 M parameters (2.8 MB float32).
+    ``forward_pyramid(x) -> [x2, x4, ...]``. Default: 0.72 M parameters (2.9 MB float32).
     """
 
     size_multiple = 1
