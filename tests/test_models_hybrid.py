@@ -77,8 +77,21 @@ def test_positional_embedding_interpolation() -> None:
     torch.testing.assert_close(grid[:, :, 0], grid[:, :, 9])  # rows identical
 
 
+def trained_like(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformer stage starts as the identity (its output conv is zero); give that conv
+    non-zero weights, as after training, so the stage's own parameters matter."""
+    torch.nn.init.normal_(model.transformer.fuse.weight, std=0.1)
+    return model
+
+
+def test_transformer_stage_starts_as_the_identity() -> None:
+    stage = create_model("hybrid", **TINY).transformer
+    feat = torch.rand(2, stage.fuse.in_channels, 13, 10)
+    torch.testing.assert_close(stage(feat), feat)
+
+
 def test_positional_embedding_gets_gradients_on_a_bigger_image() -> None:
-    model = create_model("hybrid", **TINY)
+    model = trained_like(create_model("hybrid", **TINY))
     x = torch.rand(1, 1, 40, 72)  # 10x18 tokens vs a 4x4 base grid
     model(x).mean().backward()
     grad = model.transformer.pos_embed.grad
@@ -100,7 +113,7 @@ def test_attention_matches_explicit_softmax_attention() -> None:
 
 
 def test_dropout_only_in_training() -> None:
-    model = create_model("hybrid", dropout=0.5, attn_dropout=0.5, **TINY)
+    model = trained_like(create_model("hybrid", dropout=0.5, attn_dropout=0.5, **TINY))
     x = torch.rand(1, 1, 16, 16)
     model.train()
     assert not torch.allclose(model(x), model(x))
