@@ -7,7 +7,7 @@ import json
 
 from lenssr.models import shipped_models
 
-ORDER = ["srcnn", "edsr", "lapsrn", "esrgan", "hybrid", "hybrid-gan"]
+ORDER = ["srcnn", "edsr", "lapsrn", "esrgan", "hybrid-fast", "hybrid", "hybrid-gan"]
 
 
 def row(name: str, desc: dict) -> str:
