@@ -15,7 +15,7 @@ def row(name: str, desc: dict) -> str:
     psnr, ssim, mse = m["psnr"], m["ssim"], m["mse"]
     return (
         f"| `{name}` | {desc['num_params']:,} | {psnr['mean']:.2f} ± {psnr['std']:.2f} "
-        f"| {ssim['mean']:.4f} | {mse['mean']:.2e} | {m['hallucination']:.3f} |"
+        f"| {ssim['mean']:.5f} | {mse['mean']:.2e} | {m['hallucination']:.3f} |"
     )
 
 
@@ -30,7 +30,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     print(
         f"| `bicubic` | 0 | {bic['psnr']['mean']:.2f} ± {bic['psnr']['std']:.2f} "
-        f"| {bic['ssim']['mean']:.4f} | {bic['mse']['mean']:.2e} | {bic['hallucination']:.3f} |"
+        f"| {bic['ssim']['mean']:.5f} | {bic['mse']['mean']:.2e} | {bic['hallucination']:.3f} |"
     )
     for name in names:
         print(row(name, descs[name]))
