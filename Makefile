@@ -48,12 +48,13 @@ bench: setup
 # Reproduce the shipped zoo: simulate data (on first use), train each model under the shared
 # protocol (configs/_supervised.yaml), evaluate on the held-out test set and install the weights
 # with their model cards. Takes hours on a 2-core CPU; minutes on a GPU.
-ZOO ?= srcnn edsr lapsrn esrgan hybrid
+ZOO ?= srcnn:srcnn edsr:edsr lapsrn:lapsrn esrgan:esrgan hybrid-fast:hybrid hybrid:hybrid-tuned
 weights: setup
 	test -f data/default-test.h5 || $(BIN)/lenssr simulate --preset default --n 1000 --seed 2 --workers 2 --out data/default-test.h5
-	for m in $(ZOO); do \
-	  $(BIN)/lenssr train --config configs/$$m.yaml && \
-	  $(BIN)/lenssr ship runs/$$m/best.safetensors --name $$m --test data/default-test.h5 --config configs/$$m.yaml || exit 1; \
+	for pair in $(ZOO); do \
+	  name=$${pair%%:*}; cfg=$${pair##*:}; \
+	  $(BIN)/lenssr train --config configs/$$cfg.yaml && \
+	  $(BIN)/lenssr ship runs/$$cfg/best.safetensors --name $$name --test data/default-test.h5 --config configs/$$cfg.yaml || exit 1; \
 	done
 
 clean:
