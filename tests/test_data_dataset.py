@@ -133,3 +133,25 @@ def test_split_indices():
     assert split_indices(5, 0.0, 0) == ([0, 1, 2, 3, 4], [])
     with pytest.raises(ConfigError):
         split_indices(5, 1.0, 0)
+
+
+class _Src:
+    def __init__(self, n: int, scale: int) -> None:
+        self.n, self.scale = n, scale
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def test_train_val_split_covers_the_three_cases() -> None:
+    from lenssr.data import train_val_split
+    from lenssr.errors import ConfigError
+
+    train, val = _Src(10, 2), _Src(6, 2)
+    src, tr, va = train_val_split(train, val, 0.5, 0, max_val=4)
+    assert src is val and tr == list(range(10)) and va == [0, 1, 2, 3]
+    src, tr, va = train_val_split(train, None, 0.3, 0, max_val=None)
+    assert src is train and len(va) == 3 and sorted(tr + va) == list(range(10))
+    assert train_val_split(train, None, 0.0, 0, max_val=5)[2] == []
+    with pytest.raises(ConfigError, match="scale x4 but data.train has x2"):
+        train_val_split(train, _Src(3, 4), 0.0, 0, max_val=None)

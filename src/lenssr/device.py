@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from lenssr.errors import LenssrError
@@ -19,3 +21,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         return torch.device(device)
     except RuntimeError as exc:
         raise LenssrError(f"unknown device {device!r} (use auto, cpu or cuda)") from exc
+
+
+def set_cpu_threads(device: torch.device, threads: int | None, processes: int = 1) -> None:
+    """On CPU, use ``threads`` torch threads (default: the cores shared among ``processes``)."""
+    if device.type == "cpu":
+        torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // processes))

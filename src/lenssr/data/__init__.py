@@ -1,7 +1,7 @@
 """Datasets of LR/HR pairs and LR-only images, normalisation, crops and dihedral augmentations."""
 
 from lenssr.data.augment import dihedral, inverse_dihedral
-from lenssr.data.dataset import LRDataset, PairDataset, split_indices
+from lenssr.data.dataset import LRDataset, PairDataset, split_indices, train_val_split
 from lenssr.data.normalize import Normalization
 from lenssr.data.sources import (
     FileImageSource,
@@ -29,4 +29,5 @@ __all__ = [
     "open_images",
     "open_pairs",
     "split_indices",
+    "train_val_split",
 ]

@@ -10,6 +10,7 @@ the workers keep their own copy: recreate the loader or avoid persistent workers
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,28 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], li
         n_val = min(max(n_val, 1), n - 1)
     perm = np.random.default_rng(seed).permutation(n)
     return sorted(int(i) for i in perm[n_val:]), sorted(int(i) for i in perm[:n_val])
+
+
+def train_val_split(
+    train_src: Any, val_src: Any | None, val_fraction: float, seed: int, max_val: int | None
+) -> tuple[Any, list[int], list[int]]:
+    """Choose the training and validation items of a run: ``(val_source, train_idx, val_idx)``.
+
+    With a separate ``val_src`` all of ``train_src`` trains and ``val_src`` validates (their
+    ``scale`` must agree when both have one); otherwise ``val_fraction`` of ``train_src`` is held
+    out with :func:`split_indices`, or nothing when it is 0. At most ``max_val`` validation items.
+    """
+    if val_src is not None:
+        a, b = getattr(train_src, "scale", None), getattr(val_src, "scale", None)
+        if a and b and int(a) != int(b):
+            raise ConfigError(f"data.val has scale x{b} but data.train has x{a}")
+        train_idx, val_idx = list(range(len(train_src))), list(range(len(val_src)))
+    elif val_fraction > 0:
+        val_src = train_src
+        train_idx, val_idx = split_indices(len(train_src), val_fraction, seed)
+    else:
+        val_src, train_idx, val_idx = train_src, list(range(len(train_src))), []
+    return val_src, list(train_idx), list(val_idx)[:max_val]
 
 
 def _to_tensor(x: np.ndarray) -> torch.Tensor:

@@ -26,7 +26,6 @@ checkpoints are only written from finite weights, so the last good one is kept. 
 from __future__ import annotations
 
 import copy
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -198,7 +197,7 @@ class GANTrainer:
 
     # ----------------------------------------------------------------------------- setup
     def _setup_data(self) -> None:
-        from lenssr.data import Normalization, PairDataset, open_pairs, split_indices
+        from lenssr.data import Normalization, PairDataset, open_pairs, train_val_split
 
         dcfg = self.cfg["data"]
         if not dcfg["train"]:
@@ -206,15 +205,13 @@ class GANTrainer:
         train_src = open_pairs(dcfg["train"])
         self.data_scale = int(train_src.scale)
         seed = int(self.cfg["seed"])
-        if dcfg["val"]:
-            val_src = open_pairs(dcfg["val"])
-            train_idx, val_idx = list(range(len(train_src))), list(range(len(val_src)))
-        elif dcfg["val_fraction"] > 0:
-            val_src = train_src
-            train_idx, val_idx = split_indices(len(train_src), dcfg["val_fraction"], seed)
-        else:
-            val_src, train_idx, val_idx = train_src, list(range(len(train_src))), []
-        val_idx = val_idx[: self.cfg["val"]["max_images"]]
+        val_src, train_idx, val_idx = train_val_split(
+            train_src,
+            open_pairs(dcfg["val"]) if dcfg["val"] else None,
+            dcfg["val_fraction"],
+            seed,
+            self.cfg["val"]["max_images"],
+        )
         common = {"normalization": Normalization(), "seed": seed}
         self.train_ds = PairDataset(
             train_src, train_idx, dcfg["patch_size"], bool(dcfg["augment"]), **common
@@ -467,12 +464,11 @@ class GANTrainer:
 
     def run(self) -> Path:
         """Train within the budget; returns ``<dir>/generator.safetensors``."""
-        from lenssr.device import resolve_device
+        from lenssr.device import resolve_device, set_cpu_threads
         from lenssr.progress import progress_bar
 
         self.device = resolve_device(self.cfg["device"])
-        if self.device.type == "cpu":
-            torch.set_num_threads(self.cfg["threads"] or max(1, os.cpu_count() or 1))
+        set_cpu_threads(self.device, self.cfg["threads"])
         if (self.out / "generator.safetensors").exists():
             raise ConfigError(f"{self.out} already holds a GAN run; choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)

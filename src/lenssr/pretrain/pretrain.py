@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -210,22 +209,20 @@ class Pretrainer:
         )
 
     def _setup_data(self) -> None:
-        from lenssr.data import split_indices
+        from lenssr.data import train_val_split
 
         dcfg = self.cfg["data"]
         if not dcfg["train"]:
             raise ConfigError("data.train is not set (LR images: .h5, folder, .zip or file)")
         train_src = self._open(dcfg["train"])
         seed = int(self.cfg["seed"])
-        if dcfg["val"]:
-            val_src = self._open(dcfg["val"])
-            train_idx, val_idx = list(range(len(train_src))), list(range(len(val_src)))
-        elif dcfg["val_fraction"] > 0:
-            val_src = train_src
-            train_idx, val_idx = split_indices(len(train_src), dcfg["val_fraction"], seed)
-        else:
-            val_src, train_idx, val_idx = train_src, list(range(len(train_src))), []
-        val_idx = val_idx[: self.cfg["val"]["max_images"]]
+        val_src, train_idx, val_idx = train_val_split(
+            train_src,
+            self._open(dcfg["val"]) if dcfg["val"] else None,
+            dcfg["val_fraction"],
+            seed,
+            self.cfg["val"]["max_images"],
+        )
         self.train_ds = self._dataset(train_src, train_idx, bool(dcfg["augment"]))
         self.val_ds = self._dataset(val_src, val_idx, False) if val_idx else None
         bs = dcfg["batch_size"]
@@ -427,12 +424,11 @@ class Pretrainer:
     # ------------------------------------------------------------------------------ run
     def run(self) -> Path:
         """Pretrain within the budget; returns ``<dir>/pretrained.safetensors``."""
-        from lenssr.device import resolve_device
+        from lenssr.device import resolve_device, set_cpu_threads
         from lenssr.progress import progress_bar
 
         self.device = resolve_device(self.cfg["device"])
-        if self.device.type == "cpu":
-            torch.set_num_threads(self.cfg["threads"] or max(1, os.cpu_count() or 1))
+        set_cpu_threads(self.device, self.cfg["threads"])
         if (self.out / "pretrained.safetensors").exists():
             raise ConfigError(f"{self.out} already holds a pretraining run; choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from lenssr.device import resolve_device, set_cpu_threads
 from lenssr.errors import ConfigError, LenssrError
 from lenssr.training import distributed as ddp
 from lenssr.training.config import validate_config
@@ -247,8 +248,7 @@ class Trainer:
             Console(stderr=True).print(msg, highlight=False)
 
     def _setup_data(self) -> None:
-        from lenssr.data import PairDataset, open_pairs, split_indices
-        from lenssr.data.normalize import Normalization
+        from lenssr.data import Normalization, PairDataset, open_pairs, train_val_split
 
         dcfg = self.cfg["data"]
         if not dcfg["train"]:
@@ -256,20 +256,13 @@ class Trainer:
         train_src = open_pairs(dcfg["train"])
         self.data_scale = int(train_src.scale)
         seed = int(self.cfg["seed"])
-        if dcfg["val"]:
-            val_src = open_pairs(dcfg["val"])
-            if int(val_src.scale) != self.data_scale:
-                raise ConfigError(
-                    f"data.val has scale x{val_src.scale} but data.train has x{self.data_scale}"
-                )
-            train_idx, val_idx = list(range(len(train_src))), list(range(len(val_src)))
-        else:
-            val_src = train_src
-            if dcfg["val_fraction"] > 0:
-                train_idx, val_idx = split_indices(len(train_src), dcfg["val_fraction"], seed)
-            else:
-                train_idx, val_idx = list(range(len(train_src))), []
-        val_idx = list(val_idx)[: self.cfg["val"]["max_images"]]
+        val_src, train_idx, val_idx = train_val_split(
+            train_src,
+            open_pairs(dcfg["val"]) if dcfg["val"] else None,
+            dcfg["val_fraction"],
+            seed,
+            self.cfg["val"]["max_images"],
+        )
         self.normalization = Normalization()
         self.train_ds = PairDataset(
             train_src,
@@ -616,9 +609,6 @@ class Trainer:
 
     def run(self) -> Path:
         """Train within the budget; return the path of ``best.safetensors``."""
-        self.device = torch.device("cpu")
-        from lenssr.device import resolve_device
-
         self.device = resolve_device(self.cfg["device"])
         self.info = ddp.setup(self.device)
         try:
@@ -629,9 +619,7 @@ class Trainer:
     def _run(self) -> Path:
         if self.info.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.info.local_rank)
-        if self.device.type == "cpu":
-            threads = self.cfg["threads"] or max(1, (os.cpu_count() or 1) // self.info.world_size)
-            torch.set_num_threads(threads)
+        set_cpu_threads(self.device, self.cfg["threads"], self.info.world_size)
         if self.info.is_main:
             if self.resume:
                 if not self.out.is_dir():
