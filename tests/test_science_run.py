@@ -55,3 +55,25 @@ def test_validate_science_unknown_model_fails_before_simulating(tmp_path):
         main(["validate-science", "--models", "no-such-model", "--out", str(tmp_path / "o")])
     assert done.value.code == 2
     assert not (tmp_path / "o" / "data").exists()
+
+
+def test_validate_science_rerun_reuses_cached_sr_images(tmp_path, tiny_checkpoint, capsys):
+    out = tmp_path / "science"
+    args = [
+        "validate-science", "--models", str(tiny_checkpoint), "--n-train", "8", "--n-test", "6",
+        "--epochs", "1", "--workers", "1", "--n-boot", "50", "--device", "cpu", "--out", str(out),
+    ]  # fmt: skip
+    reports, logs = [], []
+    for _ in range(2):
+        with pytest.raises(SystemExit) as done:
+            main(args)
+        assert done.value.code == 0
+        reports.append(json.loads((out / "report.json").read_text()))
+        logs.append(capsys.readouterr().out)
+    cached = sorted(p.name for p in (out / "cache").glob("*.npy"))
+    assert len(cached) == 2 and all("edsr-tiny" in n for n in cached)  # train + test splits
+    assert logs[0].count("SR images from") == 0
+    assert logs[1].count("SR images from") == 2
+    # the cached images give the same numbers as the computed ones
+    assert reports[1]["fidelity"] == reports[0]["fidelity"]
+    assert reports[1]["realistic"] == reports[0]["realistic"]

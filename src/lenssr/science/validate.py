@@ -161,6 +161,19 @@ def _upscaler(name: str, device: str):
     return load_model(name, device=device)
 
 
+def _weights_digest(upscaler) -> str:
+    """Short sha256 of a model's weights (names the SR-output cache; bicubic has none)."""
+    import hashlib
+
+    h = hashlib.sha256(type(upscaler).__name__.encode())
+    module = getattr(upscaler, "module", None)
+    if module is not None:
+        for key, tensor in sorted(module.state_dict().items()):
+            h.update(key.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _display_name(name: str) -> str:
     p = Path(name)
     return p.with_suffix("").name if p.suffix in (".safetensors", ".json") else name
@@ -215,10 +228,31 @@ def validate_science(
     recipe = cfg.recipe()
     boot_idx = bootstrap_indices(len(test.labels), cfg.n_boot, cfg.seed)
 
+    split_files = {id(train): train_path, id(test): test_path}
+    digests = {k: _weights_digest(u) for k, u in upscalers.items() if k != BICUBIC}
+
     def images(kind: str, split: _Split) -> np.ndarray:
+        """HR, bicubic or SR images of a split; SR outputs are cached in ``out/cache``."""
         if kind == HR:
             return split.hr
-        return upscalers[kind].upscale(split.lr, batch_size=cfg.batch_size).astype(np.float32)
+        if kind == BICUBIC:
+            return upscalers[kind].upscale(split.lr, batch_size=cfg.batch_size).astype(np.float32)
+        # Keyed by the split file and the model's weights: a re-run (or one with an added
+        # model) reuses the SR images instead of recomputing them.
+        cache = (
+            cfg.out / "cache" / f"{Path(split_files[id(split)]).stem}-{kind}-{digests[kind]}.npy"
+        )
+        if cache.is_file():
+            x = np.load(cache)
+            if x.shape[0] == len(split.lr):
+                log(f"  {kind}: SR images from {cache}")
+                return x
+        x = upscalers[kind].upscale(split.lr, batch_size=cfg.batch_size).astype(np.float32)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.stem + ".tmp.npy")
+        np.save(tmp, x)
+        tmp.replace(cache)
+        return x
 
     def fit(kind: str, x: np.ndarray):
         def report_epoch(epoch: int, loss: float, seconds: float) -> None:
