@@ -198,7 +198,7 @@ def test_repo_config_is_valid_and_matches_the_supervised_hybrid():
     cfg = load_pretrain_config(root / "configs" / "pretrain-hybrid.yaml")
     assert cfg["pretrain"]["target"] == "lr"
     assert set(cfg["pretrain"]["noise"]["types"]) == set(noise.NOISE_FUNCTIONS)
-    supervised = yaml.safe_load((root / "configs" / "hybrid.yaml").read_text())["model"]
+    supervised = yaml.safe_load((root / "configs" / "hybrid-tuned.yaml").read_text())["model"]
     assert cfg["model"] == supervised  # so `lenssr train --init` passes the strict check
 
 
