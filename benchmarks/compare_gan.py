@@ -11,7 +11,8 @@ Usage::
 
     python benchmarks/compare_gan.py [--init ckpt] [--steps 300] [--n-train 300]
         [--train data/default-train.h5] [--val data/default-val.h5] [--n-eval 200]
-        [--vgg-weights vgg19.pth] [--adversarial vanilla,wgan-gp] [--out runs/compare-gan]
+        [--vgg-weights vgg19.pth] [--adversarial vanilla,wgan-gp] [--threads N]
+        [--out runs/compare-gan]
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main() -> None:
     ap.add_argument("--discriminators", default="patchgan,srgan")
     ap.add_argument("--adversarial", default="vanilla,wgan-gp")
     ap.add_argument("--vgg-weights", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads per run")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=ROOT / "runs/compare-gan")
     ap.add_argument("--tag", default=time.strftime("%Y%m%d-%H%M%S"))
@@ -57,6 +59,8 @@ def main() -> None:
     data = [f"data.train={train}", f"data.val={args.val}"]
     if args.batch_size:
         data.append(f"data.batch_size={args.batch_size}")
+    if args.threads:
+        data.append(f"threads={args.threads}")
     init = args.init
     if init is None:
         cfg = load_pretrain_config(

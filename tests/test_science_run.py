@@ -22,12 +22,15 @@ def test_validate_science_tiny_run_writes_full_report(tmp_path, tiny_checkpoint,
         main([
         "validate-science", "--models", f"bicubic,{tiny_checkpoint}", "--n-train", "30",
         "--n-test", "15", "--epochs", "1", "--workers", "1", "--n-boot", "200",
+        "--set", "subhalos.slope=-0.9",
         "--device", "cpu", "--out", str(out),
     ])  # fmt: skip
     assert done.value.code == 0
     report = json.loads((out / "report.json").read_text())
     types = ["hr", "bicubic", "edsr-tiny"]
     assert report["input_types"] == types
+    assert report["config"]["preset_overrides"] == ["subhalos.slope=-0.9"]
+    assert len(list((out / "data").glob("train-default-*-n30-seed0.h5"))) == 1
     for proto in ("fixed_classifier", "realistic"):
         for kind in types:
             r = report[proto][kind]
@@ -77,3 +80,13 @@ def test_validate_science_rerun_reuses_cached_sr_images(tmp_path, tiny_checkpoin
     # the cached images give the same numbers as the computed ones
     assert reports[1]["fidelity"] == reports[0]["fidelity"]
     assert reports[1]["realistic"] == reports[0]["realistic"]
+
+
+def test_validate_science_bad_preset_override_fails_before_simulating(tmp_path):
+    with pytest.raises(SystemExit) as done:
+        main([
+            "validate-science", "--models", "bicubic", "--set", "subhalos.no_such_key=1",
+            "--out", str(tmp_path / "o"),
+        ])  # fmt: skip
+    assert done.value.code == 2
+    assert not (tmp_path / "o" / "data").exists()

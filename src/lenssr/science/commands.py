@@ -19,6 +19,9 @@ def register(app: typer.Typer) -> None:
             help="SR models (names or checkpoint paths), comma-separated; bicubic always runs.",
         ),
         preset: str = typer.Option("default", "--preset", help="Simulation preset."),
+        overrides: list[str] | None = typer.Option(
+            None, "--set", help="Override a preset value, e.g. --set subhalos.slope=-0.9."
+        ),
         n_train: int = typer.Option(3000, "--n-train", help="Training systems per class."),
         n_test: int = typer.Option(1000, "--n-test", help="Held-out test systems per class."),
         seed: int = typer.Option(0, "--seed", help="Seed of data, classifiers and bootstrap."),
@@ -39,6 +42,7 @@ def register(app: typer.Typer) -> None:
         cfg = ScienceConfig(
             models=[m.strip() for m in models.split(",") if m.strip()],
             preset=preset,
+            overrides=list(overrides or []),
             n_train=n_train,
             n_test=n_test,
             seed=seed,

@@ -180,7 +180,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         "## Science validation: does super-resolution help detect substructure?",
         "",
-        f"Preset `{cfg['preset']}`, {cfg['n_train_per_class']} training and "
+        f"Preset `{cfg['preset']}`"
+        + (f" with `{', '.join(cfg['preset_overrides'])}`" if cfg.get("preset_overrides") else "")
+        + f", {cfg['n_train_per_class']} training and "
         f"{cfg['n_test_per_class']} held-out test systems per class ({', '.join(classes)}), "
         f"seed {cfg['seed']}. Classifier: small ResNet, {report['recipe']['epochs']} epochs, "
         "AdamW, the 8 dihedral augmentations; identical recipe for every input type. "
