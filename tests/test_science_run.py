@@ -60,7 +60,7 @@ def test_validate_science_unknown_model_fails_before_simulating(tmp_path):
     assert not (tmp_path / "o" / "data").exists()
 
 
-def test_validate_science_rerun_reuses_cached_sr_images(tmp_path, tiny_checkpoint, capsys):
+def test_validate_science_rerun_reuses_cached_sr_images_and_classifiers(tmp_path, tiny_checkpoint, capsys):
     out = tmp_path / "science"
     args = [
         "validate-science", "--models", str(tiny_checkpoint), "--n-train", "8", "--n-test", "6",
@@ -74,9 +74,13 @@ def test_validate_science_rerun_reuses_cached_sr_images(tmp_path, tiny_checkpoin
         reports.append(json.loads((out / "report.json").read_text()))
         logs.append(capsys.readouterr().out)
     cached = sorted(p.name for p in (out / "cache").glob("*.npy"))
+    assert len(list((out / "cache").glob("classifier-*.pt"))) == 3
     assert len(cached) == 2 and all("edsr-tiny" in n for n in cached)  # train + test splits
     assert logs[0].count("SR images from") == 0
     assert logs[1].count("SR images from") == 2
+    # the HR classifier and the bicubic and edsr-tiny ones are reused, not retrained
+    assert logs[0].count("trained weights from") == 0
+    assert logs[1].count("trained weights from") == 3
     # the cached images give the same numbers as the computed ones
     assert reports[1]["fidelity"] == reports[0]["fidelity"]
     assert reports[1]["realistic"] == reports[0]["realistic"]

@@ -32,7 +32,14 @@ from typing import Any
 import numpy as np
 
 from lenssr.errors import LenssrError
-from lenssr.science.classifier import Recipe, predict_proba, prepare_images, train_classifier
+from lenssr.science.classifier import (
+    Recipe,
+    SubstructureResNet,
+    TrainLog,
+    predict_proba,
+    prepare_images,
+    train_classifier,
+)
 from lenssr.science.einstein import ESTIMATOR_DESCRIPTION, einstein_radii
 from lenssr.science.stats import (
     bootstrap_indices,
@@ -272,15 +279,39 @@ def validate_science(
         return x
 
     def fit(kind: str, x: np.ndarray):
+        """Train a classifier on ``x`` (the training split as ``kind``) with the recipe; cached
+        in ``out/cache`` by training data, input type (model weights) and recipe."""
+        import hashlib
+        import json
+
+        key = hashlib.sha256(
+            json.dumps([train_path.name, kind, digests.get(kind, kind), recipe.to_dict()]).encode()
+        ).hexdigest()[:16]
+        cache = cfg.out / "cache" / f"classifier-{kind}-{key}.pt"
+        if cache.is_file():
+            saved = torch.load(cache, map_location="cpu", weights_only=True)
+            model = SubstructureResNet(recipe.widths)
+            model.load_state_dict(saved["state_dict"])
+            log(f"  classifier[{kind}]: trained weights from {cache}")
+            return model.to(device).eval(), TrainLog(saved["losses"], saved["epoch_seconds"])
+
         def report_epoch(epoch: int, loss: float, seconds: float) -> None:
             log(
                 f"  classifier[{kind}] epoch {epoch + 1}/{recipe.epochs}: "
                 f"loss {loss:.4f}, {seconds:.1f} s"
             )
 
-        return train_classifier(
+        model, tl = train_classifier(
             prepare_images(x), train.labels, recipe, device=device, progress=report_epoch
         )
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp")
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save(
+            {"state_dict": state, "losses": tl.losses, "epoch_seconds": tl.epoch_seconds}, tmp
+        )
+        tmp.replace(cache)
+        return model, tl
 
     fixed: dict[str, dict] = {}
     realistic: dict[str, dict] = {}
