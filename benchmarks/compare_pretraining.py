@@ -42,8 +42,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000, help="fine-tuning steps per run")
     ap.add_argument("--pretrain-steps", type=int, default=800)
     ap.add_argument("--pretrained", type=Path, default=None, help="skip pretraining: use this")
-    ap.add_argument("--reuse", action="append", default=[], metavar="N:KIND=PATH",
-                    help="use this checkpoint for regime N, KIND scratch|pretrained")
+    ap.add_argument(
+        "--reuse",
+        action="append",
+        default=[],
+        metavar="N:KIND=PATH",
+        help="use this checkpoint for regime N, KIND scratch|pretrained",
+    )
     ap.add_argument("--threads", type=int, default=None, help="CPU threads per run")
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=None)

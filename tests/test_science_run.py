@@ -60,7 +60,9 @@ def test_validate_science_unknown_model_fails_before_simulating(tmp_path):
     assert not (tmp_path / "o" / "data").exists()
 
 
-def test_validate_science_rerun_reuses_cached_sr_images_and_classifiers(tmp_path, tiny_checkpoint, capsys):
+def test_validate_science_rerun_reuses_cached_sr_images_and_classifiers(
+    tmp_path, tiny_checkpoint, capsys
+):
     out = tmp_path / "science"
     args = [
         "validate-science", "--models", str(tiny_checkpoint), "--n-train", "8", "--n-test", "6",

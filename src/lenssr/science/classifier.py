@@ -44,7 +44,7 @@ class Recipe:
     """
 
     widths: tuple[int, int, int, int] = (16, 32, 48, 64)
-    epochs: int = 4
+    epochs: int = 12
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
