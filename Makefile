@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: setup browser demo test test-all lint format bench weights clean
+.PHONY: setup browser demo test test-all lint format bench weights weights-gan clean
 
 setup: $(VENV)/.installed
 
@@ -56,6 +56,17 @@ weights: setup
 	  $(BIN)/lenssr train --config configs/$$cfg.yaml && \
 	  $(BIN)/lenssr ship runs/$$cfg/best.safetensors --name $$name --test data/default-test.h5 --config configs/$$cfg.yaml || exit 1; \
 	done
+
+# The GAN model: denoising pretraining on the LR images, supervised fine-tuning of the tuned
+# hybrid from it, GAN fine-tuning, evaluation on the test set and installation as hybrid-gan.
+weights-gan: setup
+	test -f data/default-train.h5 || $(BIN)/lenssr simulate --preset default --n 20000 --seed 0 --workers 2 --out data/default-train.h5
+	test -f data/default-val.h5 || $(BIN)/lenssr simulate --preset default --n 200 --seed 1 --workers 2 --out data/default-val.h5
+	test -f data/default-test.h5 || $(BIN)/lenssr simulate --preset default --n 1000 --seed 2 --workers 2 --out data/default-test.h5
+	$(BIN)/lenssr pretrain --config configs/pretrain-hybrid.yaml
+	$(BIN)/lenssr train --config configs/hybrid-pretrained.yaml
+	$(BIN)/lenssr gan --config configs/gan-hybrid.yaml
+	$(BIN)/lenssr ship runs/gan/generator.safetensors --name hybrid-gan --test data/default-test.h5 --config configs/gan-hybrid.yaml
 
 clean:
 	rm -rf demo-out .pytest_cache .ruff_cache

@@ -59,6 +59,30 @@ def test_ship_writes_weights_card_and_metrics(test_pairs: Path, tmp_path: Path) 
     np.testing.assert_allclose(sr.upscale(lr), ref.upscale(lr), rtol=0, atol=0)
 
 
+def test_ship_card_of_a_gan_checkpoint_gives_the_gan_chain(test_pairs: Path, tmp_path: Path):
+    model = create_model("srcnn", scale=2, num_feat=8, num_feat2=4)
+    training = {
+        "kind": "gan",
+        "step": 3,
+        "init": "runs/hybrid-pretrained/best.safetensors",
+        "discriminator": {"name": "patchgan", "batch_norm": False},
+        "adversarial": "wgan-gp",
+        "perceptual": "encoder",
+        "weights": "ema",
+        "config": {"gan": {"weights": {"pixel": 1.0, "adversarial": 0.005}}},
+    }
+    run = save_checkpoint(tmp_path / "run" / "generator", model, extra={"training": training})
+    weights = tmp_path / "weights"
+    ship_model(
+        run, "tiny-gan", test_pairs, config_path="configs/gan-hybrid.yaml",
+        weights_dir=weights, figures_dir=tmp_path / "fig", device="cpu",
+    )  # fmt: skip
+    card = (weights / "tiny-gan.md").read_text()
+    assert "make weights-gan" in card and "lenssr gan --config configs/gan-hybrid.yaml" in card
+    assert "discriminator `patchgan`" in card and "adversarial loss `wgan-gp`" in card
+    assert "Best validation PSNR" not in card
+
+
 def test_ensure_data_simulates_missing_files_once(tmp_path: Path) -> None:
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(

@@ -27,6 +27,23 @@ def _num(value: Any, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _gan_lines(training: dict[str, Any]) -> list[str]:
+    """Card lines on how the model was trained: best val PSNR, or the GAN set-up."""
+    if training.get("kind") != "gan":
+        return [
+            f"- Best validation PSNR during training: {_num(training.get('best_val_psnr'))} dB."
+        ]
+    disc = training.get("discriminator", {})
+    weights = (training.get("config", {}).get("gan", {}) or {}).get("weights", {})
+    return [
+        f"- GAN fine-tuning of `{training.get('init', 'n/a')}`: discriminator "
+        f"`{disc.get('name', 'n/a')}` (batch norm {disc.get('batch_norm', 'n/a')}), adversarial "
+        f"loss `{training.get('adversarial', 'n/a')}`, perceptual features "
+        f"`{training.get('perceptual', 'n/a')}`, loss weights `{json.dumps(weights)}`; "
+        f"{training.get('weights', 'ema')} generator weights at the last step.",
+    ]
+
+
 def _card(name: str, desc: dict[str, Any], summary: dict[str, Any], reproduce: str) -> str:
     training = desc.get("training", {}) or {}
     cfg = training.get("config", {}) or {}
@@ -58,7 +75,7 @@ def _card(name: str, desc: dict[str, Any], summary: dict[str, Any], reproduce: s
         f"LR patches of {data.get('patch_size_lr', 'n/a')} px.",
         f"- Budget: {training.get('step', 'n/a')} optimisation steps, batch "
         f"{batch}, loss `{loss}`, wall time {minutes:.1f} min on {training.get('device', 'cpu')}.",
-        f"- Best validation PSNR during training: {_num(training.get('best_val_psnr'))} dB.",
+        *_gan_lines(training),
         "",
         f"## Held-out test metrics ({summary['n_images']} pairs of `{summary['data']}`)",
         "",
@@ -159,12 +176,26 @@ def write_card(
     summary = read_json(figures / "metrics.json")
     test_data = desc["metrics"]["test_data"]
     cfg = config_path or f"configs/{name}.yaml"
-    reproduce = (
-        f"lenssr train --config {cfg}   # simulates data/ on first use\n"
+    test_cmd = (
         f"lenssr simulate --preset {summary['preset']} --n {summary['n_images']} --seed 2 "
         f"--out {test_data}\n"
-        f"lenssr ship <checkpoint dir>/best.safetensors --name {name} --test {test_data}"
     )
+    if (desc.get("training") or {}).get("kind") == "gan":
+        reproduce = (
+            "make weights-gan   # all of the following\n"
+            "lenssr pretrain --config configs/pretrain-hybrid.yaml\n"
+            "lenssr train --config configs/hybrid-pretrained.yaml\n"
+            f"lenssr gan --config {cfg}\n"
+            + test_cmd
+            + f"lenssr ship <checkpoint dir>/generator.safetensors --name {name} --test "
+            f"{test_data} --config {cfg}"
+        )
+    else:
+        reproduce = (
+            f"lenssr train --config {cfg}   # simulates data/ on first use\n"
+            + test_cmd
+            + f"lenssr ship <checkpoint dir>/best.safetensors --name {name} --test {test_data}"
+        )
     card = folder / f"{name}.md"
     card.write_text(_card(name, desc, summary, reproduce))
     card.chmod(0o644)
