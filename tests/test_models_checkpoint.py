@@ -168,3 +168,19 @@ def test_weights_dir_is_in_the_package() -> None:
     assert folder.name == "weights" and folder.parent.name == "models"
     for name, path in shipped_models().items():
         assert path.parent == folder and path.stem == name
+
+
+def test_shipped_models_carry_test_metrics_above_bicubic() -> None:
+    """Every shipped model was evaluated on the held-out test set by `lenssr ship`; each is at
+    least 4 dB above bicubic, and hybrid-gan's power spectrum is closer to HR than hybrid's."""
+    import json
+
+    shipped = shipped_models()
+    assert {"hybrid", "hybrid-gan", "edsr", "srcnn"} <= set(shipped)
+    metrics = {}
+    for name, path in shipped.items():
+        m = json.loads(path.with_suffix(".json").read_text())["metrics"]
+        assert m["n_test"] == 1000
+        assert m["psnr"]["mean"] >= m["bicubic"]["psnr"]["mean"] + 4.0, name
+        metrics[name] = m
+    assert metrics["hybrid-gan"]["hallucination"] < metrics["hybrid"]["hallucination"]
