@@ -19,14 +19,11 @@ import argparse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {
+VARIANTS = {  # name -> (preset, overrides)
     "default": ("default", []),
-    "default, slope -0.9": ("default", ["subhalos.slope=-0.9"]),
-    "default, no lens light": ("default", ["lens_light.amp=0"]),
-    "default, no lens light, slope -0.9": (
-        "default",
-        ["lens_light.amp=0", "subhalos.slope=-0.9"],
-    ),
+    "slope-0.9": ("default", ["subhalos.slope=-0.9"]),
+    "no-lens-light": ("default", ["lens_light.amp=0"]),
+    "no-lens-light+slope-0.9": ("default", ["lens_light.amp=0", "subhalos.slope=-0.9"]),
     "deeplense-model-i": ("deeplense-model-i", []),
 }
 
@@ -51,7 +48,7 @@ def main() -> None:
     from lenssr.simulation.presets import load_preset, parse_overrides
 
     def hr_split(preset, tag: str, n: int, seed: int):
-        path = args.out / f"{tag}-n{n}-seed{seed}.h5"
+        path = args.out / f"{tag}-n{n}-seed{seed}.h5"  # tag: the variant's name
         simulate(preset, 3 * n, path, seed=seed, workers=args.workers, classes=CLASS_NAMES,
                  progress=False)  # fmt: skip
         with h5py.File(path, "r") as f:
@@ -59,11 +56,15 @@ def main() -> None:
 
     recipe = Recipe(epochs=args.epochs)
     rows = []
-    for i, name in enumerate(v.strip() for v in args.variants.split(",")):
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    for name in names:
         preset_name, overrides = VARIANTS[name]
         preset = load_preset(preset_name, parse_overrides(overrides)) if overrides else preset_name
-        x_train, y_train = hr_split(preset, f"v{i}-train", args.n_train, 0)
-        x_test, y_test = hr_split(preset, f"v{i}-test", args.n_test, 1)
+        x_train, y_train = hr_split(preset, f"{name}-train", args.n_train, 0)
+        x_test, y_test = hr_split(preset, f"{name}-test", args.n_test, 1)
         model, log = train_classifier(prepare_images(x_train), y_train, recipe)
         auc = ovr_auc(y_test, predict_proba(model, prepare_images(x_test)))
         rows.append((name, " ".join(f"--set {o}" for o in overrides), auc, log.losses[-1]))
