@@ -49,8 +49,7 @@ bench: setup
 # protocol (configs/_supervised.yaml), evaluate on the held-out test set and install the weights
 # with their model cards. Takes hours on a 2-core CPU; minutes on a GPU.
 ZOO ?= srcnn:srcnn edsr:edsr lapsrn:lapsrn esrgan:esrgan hybrid-fast:hybrid hybrid:hybrid-tuned
-weights: setup
-	test -f data/default-test.h5 || $(BIN)/lenssr simulate --preset default --n 1000 --seed 2 --workers 2 --out data/default-test.h5
+weights: setup data/default-test.h5
 	for pair in $(ZOO); do \
 	  name=$${pair%%:*}; cfg=$${pair##*:}; \
 	  $(BIN)/lenssr train --config configs/$$cfg.yaml && \
@@ -59,14 +58,19 @@ weights: setup
 
 # The GAN model: denoising pretraining on the LR images, supervised fine-tuning of the tuned
 # hybrid from it, GAN fine-tuning, evaluation on the test set and installation as hybrid-gan.
-weights-gan: setup
-	test -f data/default-train.h5 || $(BIN)/lenssr simulate --preset default --n 20000 --seed 0 --workers 2 --out data/default-train.h5
-	test -f data/default-val.h5 || $(BIN)/lenssr simulate --preset default --n 200 --seed 1 --workers 2 --out data/default-val.h5
-	test -f data/default-test.h5 || $(BIN)/lenssr simulate --preset default --n 1000 --seed 2 --workers 2 --out data/default-test.h5
+weights-gan: setup data/default-train.h5 data/default-val.h5 data/default-test.h5
 	$(BIN)/lenssr pretrain --config configs/pretrain-hybrid.yaml
 	$(BIN)/lenssr train --config configs/hybrid-pretrained.yaml
 	$(BIN)/lenssr gan --config configs/gan-hybrid.yaml
 	$(BIN)/lenssr ship runs/gan/generator.safetensors --name hybrid-gan --test data/default-test.h5 --config configs/gan-hybrid.yaml
+
+# The shared data of the shipped weights (the seeds of configs/_supervised.yaml's data.simulate).
+data/default-train.h5: | setup
+	$(BIN)/lenssr simulate --preset default --n 20000 --seed 0 --workers 2 --out $@
+data/default-val.h5: | setup
+	$(BIN)/lenssr simulate --preset default --n 200 --seed 1 --workers 2 --out $@
+data/default-test.h5: | setup
+	$(BIN)/lenssr simulate --preset default --n 1000 --seed 2 --workers 2 --out $@
 
 clean:
 	rm -rf demo-out .pytest_cache .ruff_cache

@@ -88,7 +88,7 @@ def main() -> None:
     pretrain_s = time.monotonic() - t0
 
     checkpoints: dict[str, Path] = {}
-    meta: dict[str, tuple[int, str, float]] = {}
+    meta: dict[str, tuple[int, str, str]] = {}  # pairs, pretrained?, train seconds
     for n in (int(v) for v in args.regimes.split(",")):
         data, n_pairs = subset_pairs(args.train, n, out / f"train-{n}.h5")
         for init in (None, pretrained):
@@ -96,7 +96,7 @@ def main() -> None:
             label = f"{n_pairs} pairs, {kind}"
             if (n, kind) in reuse:
                 checkpoints[label] = reuse[(n, kind)]
-                meta[label] = (n_pairs, "yes" if init else "no", float("nan"))
+                meta[label] = (n_pairs, "yes" if init else "no", "reused")
                 print(f"{label}: reused {reuse[(n, kind)]}", flush=True)
                 continue
             cfg = load_config(
@@ -108,17 +108,16 @@ def main() -> None:
             t1 = time.monotonic()
             run = out / f"n{n}-{'pre' if init else 'scratch'}"
             checkpoints[label] = train(cfg, init=init, out=run, device=args.device, quiet=True)
-            meta[label] = (n_pairs, "yes" if init else "no", time.monotonic() - t1)
-            print(f"{label}: {meta[label][2]:.0f} s", flush=True)
+            meta[label] = (n_pairs, "yes" if init else "no", f"{time.monotonic() - t1:.0f}")
+            print(f"{label}: {meta[label][2]} s", flush=True)
 
     for label, path in checkpoints.items():
         print(f"{label}: {path}", flush=True)
     rows = evaluate_checkpoints(checkpoints, args.eval, args.n_eval, args.device)
     table = []
     for label, r in rows.items():
-        n_pairs, pre, secs = meta.get(label, ("-", "-", 0.0))
-        secs_text = "reused" if secs != secs else f"{secs:.0f}"  # NaN: a reused run
-        table.append([label, n_pairs, pre, r["psnr"], r["ssim"], r["hallucination"], secs_text])
+        n_pairs, pre, secs = meta.get(label, ("-", "-", "0"))
+        table.append([label, n_pairs, pre, r["psnr"], r["ssim"], r["hallucination"], secs])
     print(f"\nPretraining ablation: {args.steps} fine-tuning steps per run; pretraining "
           f"{args.pretrain_steps} steps on the LR of {args.train} ({pretrain_s:.0f} s); "
           f"eval {args.n_eval} pairs of {args.eval}")  # fmt: skip

@@ -155,3 +155,16 @@ def test_train_val_split_covers_the_three_cases() -> None:
     assert train_val_split(train, None, 0.0, 0, max_val=5)[2] == []
     with pytest.raises(ConfigError, match="scale x4 but data.train has x2"):
         train_val_split(train, _Src(3, 4), 0.0, 0, max_val=None)
+
+
+def test_open_train_val_opens_both_sources_and_names_what_is_missing() -> None:
+    from lenssr.data import open_train_val
+    from lenssr.errors import ConfigError
+
+    sources = {"a.h5": _Src(8, 2), "b.h5": _Src(3, 2)}
+    dcfg = {"train": "a.h5", "val": "b.h5", "val_fraction": 0.5}
+    train, val, tr, va = open_train_val(dcfg, sources.__getitem__, 0, 2, "pairs")
+    assert train is sources["a.h5"] and val is sources["b.h5"]
+    assert tr == list(range(8)) and va == [0, 1]
+    with pytest.raises(ConfigError, match=r"data.train is not set \(LR images\)"):
+        open_train_val({**dcfg, "train": None}, sources.__getitem__, 0, 2, "LR images")

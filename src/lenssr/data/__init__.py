@@ -1,7 +1,13 @@
 """Datasets of LR/HR pairs and LR-only images, normalisation, crops and dihedral augmentations."""
 
 from lenssr.data.augment import dihedral, inverse_dihedral
-from lenssr.data.dataset import LRDataset, PairDataset, split_indices, train_val_split
+from lenssr.data.dataset import (
+    LRDataset,
+    PairDataset,
+    open_train_val,
+    split_indices,
+    train_val_split,
+)
 from lenssr.data.normalize import Normalization
 from lenssr.data.sources import (
     FileImageSource,
@@ -30,4 +36,5 @@ __all__ = [
     "open_pairs",
     "split_indices",
     "train_val_split",
+    "open_train_val",
 ]

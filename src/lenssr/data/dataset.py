@@ -61,6 +61,24 @@ def train_val_split(
     return val_src, list(train_idx), list(val_idx)[:max_val]
 
 
+def open_train_val(
+    dcfg: dict[str, Any], opener: Any, seed: int, max_val: int | None, what: str
+) -> tuple[Any, Any, list[int], list[int]]:
+    """Open a run's ``data.train`` / ``data.val`` with ``opener`` and choose the items:
+    ``(train_src, val_src, train_idx, val_idx)`` (see :func:`train_val_split`).
+
+    ``what`` names the accepted inputs in the error raised when ``data.train`` is not set.
+    """
+    if not dcfg["train"]:
+        raise ConfigError(f"data.train is not set ({what})")
+    train_src = opener(dcfg["train"])
+    val_src, train_idx, val_idx = train_val_split(
+        train_src, opener(dcfg["val"]) if dcfg["val"] else None, dcfg["val_fraction"], seed,
+        max_val,
+    )  # fmt: skip
+    return train_src, val_src, train_idx, val_idx
+
+
 def _to_tensor(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)[None])
 

@@ -209,20 +209,13 @@ class Pretrainer:
         )
 
     def _setup_data(self) -> None:
-        from lenssr.data import train_val_split
+        from lenssr.data import open_train_val
 
         dcfg = self.cfg["data"]
-        if not dcfg["train"]:
-            raise ConfigError("data.train is not set (LR images: .h5, folder, .zip or file)")
-        train_src = self._open(dcfg["train"])
-        seed = int(self.cfg["seed"])
-        val_src, train_idx, val_idx = train_val_split(
-            train_src,
-            self._open(dcfg["val"]) if dcfg["val"] else None,
-            dcfg["val_fraction"],
-            seed,
-            self.cfg["val"]["max_images"],
-        )
+        train_src, val_src, train_idx, val_idx = open_train_val(
+            dcfg, self._open, int(self.cfg["seed"]), self.cfg["val"]["max_images"],
+            "LR images: .h5, folder, .zip or file",
+        )  # fmt: skip
         self.train_ds = self._dataset(train_src, train_idx, bool(dcfg["augment"]))
         self.val_ds = self._dataset(val_src, val_idx, False) if val_idx else None
         bs = dcfg["batch_size"]

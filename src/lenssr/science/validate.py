@@ -23,6 +23,8 @@ Protocol (one function, :func:`validate_science`; the CLI is a thin layer over i
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +93,7 @@ class ScienceConfig:
 
 @dataclass
 class _Split:
+    path: Path  # the HDF5 file (names the caches)
     lr: np.ndarray
     hr: np.ndarray
     labels: np.ndarray
@@ -106,18 +109,26 @@ def _preset(cfg: ScienceConfig):
     return load_preset(cfg.preset, parse_overrides(cfg.overrides))
 
 
-def _simulate_split(cfg: ScienceConfig, name: str, n_per_class: int, seed: int, log) -> Path:
-    import hashlib
+def _short_hash(*parts: Any, n: int = 16) -> str:
+    """First ``n`` hex digits of the sha256 of ``parts`` (JSON); bytes are hashed as they are."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True).encode())
+    return h.hexdigest()[:n]
 
+
+def _simulate_split(
+    cfg: ScienceConfig, preset: Any, name: str, n_per_class: int, seed: int, log
+) -> Path:
     from lenssr.simulation import simulate
 
     tag = Path(cfg.preset).stem
     if cfg.overrides:  # distinct data files for distinct overrides
-        tag += "-" + hashlib.sha256("\n".join(sorted(cfg.overrides)).encode()).hexdigest()[:8]
+        tag += "-" + _short_hash(sorted(cfg.overrides), n=8)
     path = cfg.out / "data" / f"{name}-{tag}-n{n_per_class}-seed{seed}.h5"
     log(f"simulating {name} set: {3 * n_per_class} systems -> {path}")
     return simulate(
-        _preset(cfg),
+        preset,
         3 * n_per_class,
         path,
         seed=seed,
@@ -132,6 +143,7 @@ def _read_split(path: Path) -> tuple[_Split, dict]:
 
     with h5py.File(path, "r") as f:
         split = _Split(
+            path=Path(path),
             lr=f["lr"][:].astype(np.float32),
             hr=f["hr"][:].astype(np.float32),
             labels=f["label"][:].astype(np.int64),
@@ -186,15 +198,12 @@ def _upscaler(name: str, device: str):
 
 def _weights_digest(upscaler) -> str:
     """Short sha256 of a model's weights (names the SR-output cache; bicubic has none)."""
-    import hashlib
-
-    h = hashlib.sha256(type(upscaler).__name__.encode())
+    parts: list[Any] = [type(upscaler).__name__]
     module = getattr(upscaler, "module", None)
     if module is not None:
         for key, tensor in sorted(module.state_dict().items()):
-            h.update(key.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+            parts += [key, tensor.detach().cpu().contiguous().numpy().tobytes()]
+    return _short_hash(*parts)
 
 
 def _display_name(name: str) -> str:
@@ -242,8 +251,8 @@ def validate_science(
     preset = _preset(cfg)  # a bad preset or override fails here, before any expensive work
 
     t0 = time.perf_counter()
-    train_path = _simulate_split(cfg, "train", cfg.n_train, cfg.seed, log)
-    test_path = _simulate_split(cfg, "test", cfg.n_test, cfg.seed + 1, log)
+    train_path = _simulate_split(cfg, preset, "train", cfg.n_train, cfg.seed, log)
+    test_path = _simulate_split(cfg, preset, "test", cfg.n_test, cfg.seed + 1, log)
     train, attrs = _read_split(train_path)
     test, _ = _read_split(test_path)
     timings["simulate_s"] = time.perf_counter() - t0
@@ -252,7 +261,6 @@ def validate_science(
     recipe = cfg.recipe()
     boot_idx = bootstrap_indices(len(test.labels), cfg.n_boot, cfg.seed)
 
-    split_files = {id(train): train_path, id(test): test_path}
     digests = {k: _weights_digest(u) for k, u in upscalers.items() if k != BICUBIC}
 
     def images(kind: str, split: _Split) -> np.ndarray:
@@ -263,9 +271,7 @@ def validate_science(
             return upscalers[kind].upscale(split.lr, batch_size=cfg.batch_size).astype(np.float32)
         # Keyed by the split file and the model's weights: a re-run (or one with an added
         # model) reuses the SR images instead of recomputing them.
-        cache = (
-            cfg.out / "cache" / f"{Path(split_files[id(split)]).stem}-{kind}-{digests[kind]}.npy"
-        )
+        cache = cfg.out / "cache" / f"{split.path.stem}-{kind}-{digests[kind]}.npy"
         if cache.is_file():
             x = np.load(cache)
             if x.shape[0] == len(split.lr):
@@ -278,15 +284,11 @@ def validate_science(
         tmp.replace(cache)
         return x
 
-    def fit(kind: str, x: np.ndarray):
-        """Train a classifier on ``x`` (the training split as ``kind``) with the recipe; cached
-        in ``out/cache`` by training data, input type (model weights) and recipe."""
-        import hashlib
-        import json
-
-        key = hashlib.sha256(
-            json.dumps([train_path.name, kind, digests.get(kind, kind), recipe.to_dict()]).encode()
-        ).hexdigest()[:16]
+    def fit(kind: str):
+        """A classifier trained with the recipe on the training split as ``kind``; cached in
+        ``out/cache`` by training data, input type (model weights) and recipe, so the training
+        images are only prepared when it must be trained."""
+        key = _short_hash(train.path.name, kind, digests.get(kind, kind), recipe.to_dict())
         cache = cfg.out / "cache" / f"classifier-{kind}-{key}.pt"
         if cache.is_file():
             saved = torch.load(cache, map_location="cpu", weights_only=True)
@@ -301,9 +303,9 @@ def validate_science(
                 f"loss {loss:.4f}, {seconds:.1f} s"
             )
 
-        model, tl = train_classifier(
-            prepare_images(x), train.labels, recipe, device=device, progress=report_epoch
-        )
+        x = prepare_images(images(kind, train))
+        model, tl = train_classifier(x, train.labels, recipe, device=device, progress=report_epoch)
+        del x
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(cache.name + ".tmp")
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -327,7 +329,7 @@ def validate_science(
         examples[kind] = x_test[example_idx]
         # fixed protocol (train the HR classifier on the first pass)
         if hr_model is None:
-            hr_model, tl = fit(HR, train.hr)
+            hr_model, tl = fit(HR)
             train_logs[HR] = {"loss": tl.losses, "epoch_s": tl.epoch_seconds}
         p_fixed = predict_proba(hr_model, prepare_images(x_test))
         fixed[kind] = _auc_summary(test.labels, p_fixed, boot_idx)
@@ -336,9 +338,7 @@ def validate_science(
         if kind == HR:
             realistic[kind] = fixed[kind]
         else:
-            x_train = images(kind, train)
-            model, tl = fit(kind, x_train)
-            del x_train
+            model, tl = fit(kind)
             train_logs[kind] = {"loss": tl.losses, "epoch_s": tl.epoch_seconds}
             p_real = predict_proba(model, prepare_images(x_test))
             realistic[kind] = _auc_summary(test.labels, p_real, boot_idx)

@@ -27,8 +27,8 @@ def _num(value: Any, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _gan_lines(training: dict[str, Any]) -> list[str]:
-    """Card lines on how the model was trained: best val PSNR, or the GAN set-up."""
+def _training_lines(training: dict[str, Any]) -> list[str]:
+    """Card lines on how the model was trained: the GAN set-up, or the best validation PSNR."""
     if training.get("kind") != "gan":
         return [
             f"- Best validation PSNR during training: {_num(training.get('best_val_psnr'))} dB."
@@ -75,7 +75,7 @@ def _card(name: str, desc: dict[str, Any], summary: dict[str, Any], reproduce: s
         f"LR patches of {data.get('patch_size_lr', 'n/a')} px.",
         f"- Budget: {training.get('step', 'n/a')} optimisation steps, batch "
         f"{batch}, loss `{loss}`, wall time {minutes:.1f} min on {training.get('device', 'cpu')}.",
-        *_gan_lines(training),
+        *_training_lines(training),
         "",
         f"## Held-out test metrics ({summary['n_images']} pairs of `{summary['data']}`)",
         "",

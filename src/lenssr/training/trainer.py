@@ -248,21 +248,15 @@ class Trainer:
             Console(stderr=True).print(msg, highlight=False)
 
     def _setup_data(self) -> None:
-        from lenssr.data import Normalization, PairDataset, open_pairs, train_val_split
+        from lenssr.data import Normalization, PairDataset, open_pairs, open_train_val
 
         dcfg = self.cfg["data"]
-        if not dcfg["train"]:
-            raise ConfigError("data.train is not set (an .h5 file, DeepLense folder or .zip)")
-        train_src = open_pairs(dcfg["train"])
-        self.data_scale = int(train_src.scale)
         seed = int(self.cfg["seed"])
-        val_src, train_idx, val_idx = train_val_split(
-            train_src,
-            open_pairs(dcfg["val"]) if dcfg["val"] else None,
-            dcfg["val_fraction"],
-            seed,
-            self.cfg["val"]["max_images"],
-        )
+        train_src, val_src, train_idx, val_idx = open_train_val(
+            dcfg, open_pairs, seed, self.cfg["val"]["max_images"],
+            "an .h5 file, DeepLense folder or .zip",
+        )  # fmt: skip
+        self.data_scale = int(train_src.scale)
         self.normalization = Normalization()
         self.train_ds = PairDataset(
             train_src,
