@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,13 +37,6 @@ def make_zip(path: Path, n: int, size: int, seed: int = 0) -> Path:
             np.save(buf, rng.random((size, size), dtype=np.float32), allow_pickle=False)
             zf.writestr(f"LR/img_{i:05d}.npy", buf.getvalue())
     return path
-
-
-def free_port() -> int:
-    """An unused TCP port on localhost."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def lenssr_cmd() -> list[str]:
@@ -77,34 +69,16 @@ def run_job(client: httpx.Client, zip_path: Path, model: str, out: Path) -> None
 
 def bench_web(zip_path: Path, warm_zip: Path, model: str, out: Path) -> float:
     """Seconds for one web job of ``zip_path`` on a warm server."""
-    port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen(
-        [*lenssr_cmd(), "serve", "--port", str(port), "--model", model, "--max-upload-mb", "1024"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
-            end = time.time() + 120
-            while True:
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.time() > end or server.poll() is not None:
-                    err = server.stderr.read().decode() if server.stderr else ""
-                    raise RuntimeError(f"server did not start: {err[-2000:]}")
-                time.sleep(0.2)
-            run_job(client, warm_zip, model, out.with_name("warm.zip"))
-            t0 = time.perf_counter()
-            run_job(client, zip_path, model, out)
-            return time.perf_counter() - t0
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    from lenssr.web.local import serve_process
+
+    with (
+        serve_process("--model", model, "--max-upload-mb", "1024") as url,
+        httpx.Client(base_url=url, timeout=600) as client,
+    ):
+        run_job(client, warm_zip, model, out.with_name("warm.zip"))
+        t0 = time.perf_counter()
+        run_job(client, zip_path, model, out)
+        return time.perf_counter() - t0
 
 
 def bench_cli(zip_path: Path, model: str, out: Path) -> float:

@@ -338,30 +338,19 @@ def test_settings_and_serve_command(tmp_path: Path) -> None:
 
 
 def test_serve_command_runs_uvicorn(tmp_path: Path) -> None:
-    import socket
     import subprocess
     import sys
 
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "lenssr.cli", "serve", "--port", str(port), "--model", "bicubic"]
-    bad = subprocess.run([*cmd[:-1], "no-such-model"], capture_output=True, text=True, timeout=60)
+    from lenssr.web.local import serve_process
+
+    cmd = [sys.executable, "-m", "lenssr.cli", "serve", "--model", "no-such-model"]
+    bad = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "error: unknown model 'no-such-model'" in bad.stderr
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        end, health = time.time() + 60, None
-        while time.time() < end and proc.poll() is None:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        assert health is not None and health["status"] == "ok"
-        models = httpx.get(f"http://127.0.0.1:{port}/api/models").json()
-        assert models["default"] == "bicubic"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with pytest.raises(RuntimeError, match="unknown model"):  # the helper reports its stderr
+        with serve_process("--model", "no-such-model", timeout=60):
+            pass
+    with serve_process("--model", "bicubic", timeout=60) as url:
+        assert httpx.get(f"{url}/healthz", timeout=5).json()["status"] == "ok"
+        assert httpx.get(f"{url}/api/models", timeout=5).json()["default"] == "bicubic"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 
 from lenssr.web import Settings, create_app
+from lenssr.web.local import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -98,12 +98,6 @@ def bomb_zip(path: Path, size_mb: int = 24) -> Path:
         for _ in range(size_mb):
             fh.write(bytes(1024 * 1024))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

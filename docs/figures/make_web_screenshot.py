@@ -7,29 +7,19 @@ Run: .venv/bin/python docs/figures/make_web_screenshot.py
 from __future__ import annotations
 
 import io
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
 import h5py
-import httpx
 import numpy as np
 from playwright.sync_api import sync_playwright
 
 from lenssr.simulation import simulate
+from lenssr.web.local import serve_process
 
 OUT = Path(__file__).resolve().parents[1] / "screenshots" / "web-hybrid.png"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -44,41 +34,26 @@ def main() -> None:
                 buf = io.BytesIO()
                 np.save(buf, img)
                 z.writestr(f"LR/lens_{i:03d}.npy", buf.getvalue())
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "lenssr.cli", "serve", "--port", str(port), "--model", "hybrid"]
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(120):
-                try:
-                    if httpx.get(f"{url}/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.5)
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-                page = browser.new_page(viewport={"width": 1180, "height": 900})
-                page.goto(url)
-                page.wait_for_selector("#model option[value=hybrid]", state="attached")
-                page.set_input_files("#files", str(src))
-                page.select_option("#model", "hybrid")
-                page.click("#start")
-                page.wait_for_function(
-                    "() => /^(Done|Failed)/.test(document.getElementById('status').textContent)",
-                    timeout=300_000,
-                )
-                page.wait_for_function(
-                    "() => [...document.querySelectorAll('.compare img')]"
-                    ".every(i => i.complete && i.naturalWidth > 0)"
-                )
-                for k, value in enumerate(("50", "35", "65", "50", "40", "60")):
-                    page.locator(".compare input[type=range]").nth(k).fill(value)
-                page.screenshot(path=str(OUT), full_page=True)
-                browser.close()
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        with serve_process("--model", "hybrid") as url, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+            page = browser.new_page(viewport={"width": 1180, "height": 900})
+            page.goto(url)
+            page.wait_for_selector("#model option[value=hybrid]", state="attached")
+            page.set_input_files("#files", str(src))
+            page.select_option("#model", "hybrid")
+            page.click("#start")
+            page.wait_for_function(
+                "() => /^(Done|Failed)/.test(document.getElementById('status').textContent)",
+                timeout=300_000,
+            )
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.compare img')]"
+                ".every(i => i.complete && i.naturalWidth > 0)"
+            )
+            for k, value in enumerate(("50", "35", "65", "50", "40", "60")):
+                page.locator(".compare input[type=range]").nth(k).fill(value)
+            page.screenshot(path=str(OUT), full_page=True)
+            browser.close()
     print(OUT)
 
 
