@@ -22,7 +22,6 @@ from lenssr.gan.perceptual import VGG19_CFG, EncoderFeatures, VGG19Features
 from lenssr.gan.trainer import GANTrainer, load_gan_config, validate_gan_config
 from lenssr.inference import load_model
 from lenssr.models import create_model, load_checkpoint, save_checkpoint
-from test_pretrain import TINY_HYBRID, make_pairs
 
 TINY_PATCHGAN = {"name": "patchgan", "num_feat": 4, "num_layers": 2}
 TINY_SRGAN = {"name": "srgan", "num_feat": 4, "num_blocks": 2, "dense_feat": 8}
@@ -192,8 +191,8 @@ def test_vgg19_rejects_files_without_the_torchvision_names(tmp_path: Path, vgg_f
         VGG19Features(tmp_path / "missing.pth")
 
 
-def test_encoder_features_are_a_frozen_copy_of_the_hybrid_encoder():
-    model = create_model(**TINY_HYBRID)
+def test_encoder_features_are_a_frozen_copy_of_the_hybrid_encoder(tiny_model):
+    model = tiny_model("hybrid")
     feats = EncoderFeatures(model)
     x = torch.rand(2, 1, 10, 12)
     assert torch.allclose(feats(x), model.encode(x))
@@ -209,10 +208,12 @@ def test_encoder_features_are_a_frozen_copy_of_the_hybrid_encoder():
 
 
 @pytest.fixture(scope="module")
-def gan_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def gan_data(
+    tmp_path_factory: pytest.TempPathFactory, make_pairs, model_section
+) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("gan")
     pairs = make_pairs(root / "pairs.h5", n=16, h=12)
-    model = create_model(**TINY_HYBRID)
+    model = create_model(**model_section("hybrid"))
     init = save_checkpoint(root / "init", model)
     return pairs, init
 

@@ -9,22 +9,6 @@ from lenssr.errors import LenssrError
 from lenssr.models import count_parameters, create_model, list_models, register_model
 from lenssr.models.arch_util import bicubic_upsample, pad_to_multiple
 
-# Tiny configurations: fast on a shared 2-core CPU.
-TINY: dict[str, dict] = {
-    "bicubic": {},
-    "srcnn": {"num_feat": 8, "num_feat2": 4},
-    "edsr": {"num_feat": 8, "num_block": 2},
-    "lapsrn": {"num_feat": 8, "num_conv": 2},
-    "esrgan": {"num_feat": 8, "num_block": 1, "num_grow_ch": 4},
-    "hybrid": {
-        "num_feat": 8,
-        "num_res_blocks": 1,
-        "embed_dim": 16,
-        "depth": 1,
-        "num_heads": 2,
-        "pos_grid": 4,
-    },
-}
 PYRAMID = ("lapsrn", "hybrid")
 SIZES = [(2, 75, 75), (2, 64, 64), (1, 33, 50), (1, 5, 3)]
 
@@ -34,8 +18,8 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-def test_registry_lists_every_builtin_architecture() -> None:
-    assert list_models() == sorted(TINY)
+def test_registry_lists_every_builtin_architecture(tiny_configs: dict[str, dict]) -> None:
+    assert list_models() == sorted(tiny_configs)
 
 
 def test_create_model_records_name_and_full_config() -> None:
@@ -65,10 +49,11 @@ def test_register_model_rejects_duplicate_names() -> None:
             pass
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
 @pytest.mark.parametrize("shape", SIZES, ids=lambda s: "x".join(map(str, s)))
-def test_x2_output_shape_and_finite(name: str, shape: tuple[int, int, int]) -> None:
-    model = create_model(name, scale=2, **TINY[name]).eval()
+def test_x2_output_shape_and_finite(
+    tiny_arch: str, shape: tuple[int, int, int], tiny_configs: dict[str, dict]
+) -> None:
+    model = create_model(tiny_arch, scale=2, **tiny_configs[tiny_arch]).eval()
     assert model.scale == 2 and 2 in model.scales
     b, h, w = shape
     with torch.no_grad():
@@ -79,8 +64,8 @@ def test_x2_output_shape_and_finite(name: str, shape: tuple[int, int, int]) -> N
 
 
 @pytest.mark.parametrize("name", ["bicubic", "srcnn", "edsr", "esrgan"])
-def test_x4_single_scale_models(name: str) -> None:
-    model = create_model(name, scale=4, **TINY[name]).eval()
+def test_x4_single_scale_models(name: str, tiny_configs: dict[str, dict]) -> None:
+    model = create_model(name, scale=4, **tiny_configs[name]).eval()
     assert model.scale == 4
     with torch.no_grad():
         y = model(torch.rand(1, 1, 33, 50))
@@ -88,8 +73,8 @@ def test_x4_single_scale_models(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", PYRAMID)
-def test_pyramid_models_serve_x2_and_x4(name: str) -> None:
-    model = create_model(name, **TINY[name]).eval()
+def test_pyramid_models_serve_x2_and_x4(name: str, tiny_configs: dict[str, dict]) -> None:
+    model = create_model(name, **tiny_configs[name]).eval()
     assert model.scale == 2 and model.scales == (2, 4)
     x = torch.rand(2, 1, 33, 50)
     with torch.no_grad():
@@ -100,12 +85,12 @@ def test_pyramid_models_serve_x2_and_x4(name: str) -> None:
         torch.testing.assert_close(model(x, scale=4), x4)
     with pytest.raises(LenssrError, match="scale 3 not supported"):
         model(x, scale=3)
-    x4_default = create_model(name, scale=4, **TINY[name])
+    x4_default = create_model(name, scale=4, **tiny_configs[name])
     assert x4_default.scale == 4 and x4_default.scales == (2, 4)
 
 
-def test_pyramid_with_three_levels_gives_x8() -> None:
-    model = create_model("lapsrn", num_levels=3, **TINY["lapsrn"]).eval()
+def test_pyramid_with_three_levels_gives_x8(tiny_configs: dict[str, dict]) -> None:
+    model = create_model("lapsrn", num_levels=3, **tiny_configs["lapsrn"]).eval()
     assert model.scales == (2, 4, 8)
     with torch.no_grad():
         outs = model.forward_pyramid(torch.rand(1, 1, 9, 7))
@@ -113,15 +98,17 @@ def test_pyramid_with_three_levels_gives_x8() -> None:
 
 
 @pytest.mark.parametrize("variant", [{"upsample": "pixelshuffle"}, {"image_upsample": "deconv"}])
-def test_lapsrn_variants(variant: dict) -> None:
-    model = create_model("lapsrn", **TINY["lapsrn"], **variant).eval()
+def test_lapsrn_variants(variant: dict, tiny_configs: dict[str, dict]) -> None:
+    model = create_model("lapsrn", **tiny_configs["lapsrn"], **variant).eval()
     with torch.no_grad():
         y = model(torch.rand(1, 1, 11, 13), scale=4)
     assert y.shape == (1, 1, 44, 52) and torch.isfinite(y).all()
 
 
-def test_lapsrn_deconv_image_branch_starts_as_bilinear_upsampling() -> None:
-    model = create_model("lapsrn", image_upsample="deconv", **TINY["lapsrn"])
+def test_lapsrn_deconv_image_branch_starts_as_bilinear_upsampling(
+    tiny_configs: dict[str, dict],
+) -> None:
+    model = create_model("lapsrn", image_upsample="deconv", **tiny_configs["lapsrn"])
     x = torch.full((1, 1, 8, 8), 3.0)
     up = model.image_ups[0](x)
     # interior of a constant image stays constant under bilinear x2 interpolation
@@ -140,9 +127,9 @@ def test_bicubic_matches_interpolate_and_any_integer_scale() -> None:
 
 
 @pytest.mark.parametrize("name", ["srcnn", "edsr", "esrgan"])
-def test_residual_to_bicubic(name: str) -> None:
+def test_residual_to_bicubic(name: str, tiny_configs: dict[str, dict]) -> None:
     """With the last conv zeroed, the network output is exactly the bicubic image path."""
-    model = create_model(name, **TINY[name]).eval()
+    model = create_model(name, **tiny_configs[name]).eval()
     last = model.body[-1] if name == "srcnn" else model.conv_last
     torch.nn.init.zeros_(last.weight)
     torch.nn.init.zeros_(last.bias)
@@ -188,14 +175,14 @@ def test_pad_to_multiple_reflect_and_tiny_fallback() -> None:
     torch.testing.assert_close(tiny, torch.ones(1, 1, 4, 4))
 
 
-def test_models_command_lists_architectures_with_params() -> None:
+def test_models_command_lists_architectures_with_params(tiny_configs: dict[str, dict]) -> None:
     from typer.testing import CliRunner
 
     from lenssr.cli import app
 
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0, result.output
-    for name in TINY:
+    for name in tiny_configs:
         assert name in result.output
     assert "1,367,553" in result.output  # edsr baseline
     assert "x2,x4" in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,21 +20,16 @@ from lenssr.models import (
     weights_dir,
 )
 
-TINY: dict[str, dict] = {
+TinyModel = Callable[..., torch.nn.Module]  # the `tiny_model` fixture: (name, **kw) -> model
+
+# Non-default options on top of the tiny configurations: a round trip must keep them.
+NON_DEFAULT: dict[str, dict] = {
     "bicubic": {"scale": 3},
-    "srcnn": {"num_feat": 8, "num_feat2": 4, "kernel_sizes": (5, 3, 3)},
-    "edsr": {"num_feat": 8, "num_block": 2, "res_scale": 0.1},
-    "lapsrn": {"num_feat": 8, "num_conv": 2, "upsample": "pixelshuffle"},
-    "esrgan": {"num_feat": 8, "num_block": 1, "num_grow_ch": 4, "scale": 4},
-    "hybrid": {
-        "num_feat": 8,
-        "num_res_blocks": 1,
-        "embed_dim": 16,
-        "depth": 1,
-        "num_heads": 2,
-        "pos_grid": 4,
-        "patch_size": 3,
-    },
+    "srcnn": {"kernel_sizes": (5, 3, 3)},
+    "edsr": {"res_scale": 0.1},
+    "lapsrn": {"upsample": "pixelshuffle"},
+    "esrgan": {"scale": 4},
+    "hybrid": {"patch_size": 3},
 }
 
 
@@ -44,10 +40,11 @@ def _randomize(model: torch.nn.Module) -> None:
             p.copy_(torch.randn_like(p) * 0.1)
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
-def test_round_trip_identical_outputs(name: str, tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model = create_model(name, **TINY[name]).eval()
+def test_round_trip_identical_outputs(
+    tiny_arch: str, tmp_path: Path, tiny_model: TinyModel
+) -> None:
+    name = tiny_arch
+    model = tiny_model(name, **NON_DEFAULT[name]).eval()
     _randomize(model)
     weights = save_checkpoint(tmp_path / name, model, extra={"metrics": {"psnr": 31.5}})
     assert weights == tmp_path / f"{name}.safetensors" and weights.is_file()
@@ -56,7 +53,7 @@ def test_round_trip_identical_outputs(name: str, tmp_path: Path) -> None:
     torch.manual_seed(1)  # a different fresh init: equality must come from the loaded weights
     loaded, desc = load_checkpoint(weights)
     assert type(loaded) is type(model) and not loaded.training
-    assert loaded.config == create_model(name, **TINY[name]).config
+    assert loaded.config == tiny_model(name, **NON_DEFAULT[name]).config
     assert desc["arch"] == name and desc["metrics"] == {"psnr": 31.5}
     assert desc["scale"] == model.scale and desc["scales"] == list(model.scales)
     assert desc["in_channels"] == 1 and desc["size_multiple"] == 1
@@ -68,8 +65,8 @@ def test_round_trip_identical_outputs(name: str, tmp_path: Path) -> None:
             torch.testing.assert_close(loaded(x, scale=4), model(x, scale=4), rtol=0, atol=0)
 
 
-def test_descriptor_contents_and_extra(tmp_path: Path) -> None:
-    model = create_model("edsr", **TINY["edsr"])
+def test_descriptor_contents_and_extra(tmp_path: Path, tiny_model: TinyModel) -> None:
+    model = tiny_model("edsr", **NON_DEFAULT["edsr"])
     save_checkpoint(
         tmp_path / "m.json",  # any of stem / .json / .safetensors names the pair
         model,
@@ -85,14 +82,16 @@ def test_descriptor_contents_and_extra(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("suffix", ["", ".json", ".safetensors"])
-def test_load_accepts_stem_or_either_file(suffix: str, tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "m", create_model("srcnn", **TINY["srcnn"]))
+def test_load_accepts_stem_or_either_file(
+    suffix: str, tmp_path: Path, tiny_model: TinyModel
+) -> None:
+    save_checkpoint(tmp_path / "m", tiny_model("srcnn", **NON_DEFAULT["srcnn"]))
     model, desc = load_checkpoint(str(tmp_path / f"m{suffix}"))
     assert desc["arch"] == "srcnn" and model.config["kernel_sizes"] == [5, 3, 3]
 
 
-def test_lone_safetensors_loads_from_metadata(tmp_path: Path) -> None:
-    model = create_model("lapsrn", **TINY["lapsrn"]).eval()
+def test_lone_safetensors_loads_from_metadata(tmp_path: Path, tiny_model: TinyModel) -> None:
+    model = tiny_model("lapsrn", **NON_DEFAULT["lapsrn"]).eval()
     weights = save_checkpoint(tmp_path / "m", model)
     (tmp_path / "m.json").unlink()
     loaded, desc = load_checkpoint(weights)
@@ -109,8 +108,8 @@ def _edit_config(tmp_path: Path, **changes: object) -> None:
     desc_path.write_text(json.dumps(desc))
 
 
-def test_missing_keys_are_listed(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "m", create_model("edsr", **TINY["edsr"]))
+def test_missing_keys_are_listed(tmp_path: Path, tiny_model: TinyModel) -> None:
+    save_checkpoint(tmp_path / "m", tiny_model("edsr", **NON_DEFAULT["edsr"]))
     _edit_config(tmp_path, num_block=3)
     with pytest.raises(
         LenssrError, match=r"missing keys: body\.2\.conv1\.bias.*unexpected keys: none"
@@ -118,27 +117,27 @@ def test_missing_keys_are_listed(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "m")
 
 
-def test_unexpected_keys_are_listed(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "m", create_model("edsr", **TINY["edsr"]))
+def test_unexpected_keys_are_listed(tmp_path: Path, tiny_model: TinyModel) -> None:
+    save_checkpoint(tmp_path / "m", tiny_model("edsr", **NON_DEFAULT["edsr"]))
     _edit_config(tmp_path, num_block=1)
     with pytest.raises(LenssrError, match=r"missing keys: none; unexpected keys: body\.1\.conv1"):
         load_checkpoint(tmp_path / "m")
 
 
-def test_shape_mismatch_is_listed(tmp_path: Path) -> None:
-    save_checkpoint(tmp_path / "m", create_model("hybrid", **TINY["hybrid"]))
+def test_shape_mismatch_is_listed(tmp_path: Path, tiny_model: TinyModel) -> None:
+    save_checkpoint(tmp_path / "m", tiny_model("hybrid", **NON_DEFAULT["hybrid"]))
     _edit_config(tmp_path, embed_dim=32)
     with pytest.raises(LenssrError, match=r"shape mismatches: .*\(16,.*vs \(32,"):
         load_checkpoint(tmp_path / "m")
 
 
-def test_wrapped_model_is_saved_unwrapped(tmp_path: Path) -> None:
+def test_wrapped_model_is_saved_unwrapped(tmp_path: Path, tiny_model: TinyModel) -> None:
     class Wrapper(torch.nn.Module):  # stands in for DistributedDataParallel
         def __init__(self, module: torch.nn.Module) -> None:
             super().__init__()
             self.module = module
 
-    model = create_model("edsr", **TINY["edsr"])
+    model = tiny_model("edsr", **NON_DEFAULT["edsr"])
     save_checkpoint(tmp_path / "m", Wrapper(model))
     loaded, desc = load_checkpoint(tmp_path / "m")
     assert desc["arch"] == "edsr"

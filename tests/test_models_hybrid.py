@@ -12,15 +12,6 @@ from lenssr.models import count_parameters, create_model
 from lenssr.models.arch_util import bicubic_upsample
 from lenssr.models.hybrid_arch import MultiHeadSelfAttention, TransformerStage
 
-TINY = {
-    "num_feat": 8,
-    "num_res_blocks": 1,
-    "embed_dim": 16,
-    "depth": 1,
-    "num_heads": 2,
-    "pos_grid": 4,
-}
-
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
@@ -42,8 +33,10 @@ def test_default_config_is_small() -> None:
     ("patch_size", "h", "w"),
     [(4, 75, 75), (4, 33, 50), (4, 1, 1), (4, 2, 7), (3, 10, 11), (5, 64, 64), (1, 6, 5)],
 )
-def test_sizes_not_divisible_by_patch_size(patch_size: int, h: int, w: int) -> None:
-    model = create_model("hybrid", patch_size=patch_size, **TINY).eval()
+def test_sizes_not_divisible_by_patch_size(
+    patch_size: int, h: int, w: int, tiny_configs: dict[str, dict]
+) -> None:
+    model = create_model("hybrid", patch_size=patch_size, **tiny_configs["hybrid"]).eval()
     with torch.no_grad():
         x2, x4 = model.forward_pyramid(torch.rand(1, 1, h, w))
     assert x2.shape == (1, 1, 2 * h, 2 * w) and x4.shape == (1, 1, 4 * h, 4 * w)
@@ -84,14 +77,16 @@ def trained_like(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def test_transformer_stage_starts_as_the_identity() -> None:
-    stage = create_model("hybrid", **TINY).transformer
+def test_transformer_stage_starts_as_the_identity(tiny_configs: dict[str, dict]) -> None:
+    stage = create_model("hybrid", **tiny_configs["hybrid"]).transformer
     feat = torch.rand(2, stage.fuse.in_channels, 13, 10)
     torch.testing.assert_close(stage(feat), feat)
 
 
-def test_positional_embedding_gets_gradients_on_a_bigger_image() -> None:
-    model = trained_like(create_model("hybrid", **TINY))
+def test_positional_embedding_gets_gradients_on_a_bigger_image(
+    tiny_configs: dict[str, dict],
+) -> None:
+    model = trained_like(create_model("hybrid", **tiny_configs["hybrid"]))
     x = torch.rand(1, 1, 40, 72)  # 10x18 tokens vs a 4x4 base grid
     model(x).mean().backward()
     grad = model.transformer.pos_embed.grad
@@ -112,8 +107,10 @@ def test_attention_matches_explicit_softmax_attention() -> None:
     torch.testing.assert_close(attn(x), expected)
 
 
-def test_dropout_only_in_training() -> None:
-    model = trained_like(create_model("hybrid", dropout=0.5, attn_dropout=0.5, **TINY))
+def test_dropout_only_in_training(tiny_configs: dict[str, dict]) -> None:
+    model = trained_like(
+        create_model("hybrid", dropout=0.5, attn_dropout=0.5, **tiny_configs["hybrid"])
+    )
     x = torch.rand(1, 1, 16, 16)
     model.train()
     assert not torch.allclose(model(x), model(x))
@@ -126,7 +123,7 @@ def test_dropout_only_in_training() -> None:
 @pytest.mark.parametrize("use_transformer", [True, False])
 @pytest.mark.parametrize("use_pyramid", [True, False])
 def test_ablation_flags_build_and_run(
-    use_residual: bool, use_transformer: bool, use_pyramid: bool
+    use_residual: bool, use_transformer: bool, use_pyramid: bool, tiny_configs: dict[str, dict]
 ) -> None:
     model = create_model(
         "hybrid",
@@ -134,7 +131,7 @@ def test_ablation_flags_build_and_run(
         use_residual=use_residual,
         use_transformer=use_transformer,
         use_pyramid=use_pyramid,
-        **TINY,
+        **tiny_configs["hybrid"],
     ).eval()
     assert (model.residual is not None) == use_residual
     assert (model.transformer is not None) == use_transformer
@@ -144,14 +141,19 @@ def test_ablation_flags_build_and_run(
     assert y.shape == (2, 1, 36, 56) and torch.isfinite(y).all()
 
 
-def test_ablations_remove_parameters() -> None:
-    full = count_parameters(create_model("hybrid", **TINY))
+def test_ablations_remove_parameters(tiny_configs: dict[str, dict]) -> None:
+    full = count_parameters(create_model("hybrid", **tiny_configs["hybrid"]))
     for flag in ("use_residual", "use_transformer", "use_pyramid"):
-        assert count_parameters(create_model("hybrid", **{flag: False}, **TINY)) < full
+        assert (
+            count_parameters(create_model("hybrid", **{flag: False}, **tiny_configs["hybrid"]))
+            < full
+        )
 
 
-def test_without_pyramid_a_single_pixel_shuffle_to_the_target_scale() -> None:
-    model = create_model("hybrid", scale=4, use_pyramid=False, **TINY)
+def test_without_pyramid_a_single_pixel_shuffle_to_the_target_scale(
+    tiny_configs: dict[str, dict],
+) -> None:
+    model = create_model("hybrid", scale=4, use_pyramid=False, **tiny_configs["hybrid"])
     assert len(model.upsamplers) == 1 and model.config["use_pyramid"] is False
     shuffles = [m for m in model.upsamplers[0] if isinstance(m, torch.nn.PixelShuffle)]
     assert [s.upscale_factor for s in shuffles] == [4]
@@ -159,8 +161,10 @@ def test_without_pyramid_a_single_pixel_shuffle_to_the_target_scale() -> None:
         model(torch.rand(1, 1, 8, 8), scale=2)
 
 
-def test_x4_level_not_computed_for_x2(monkeypatch: pytest.MonkeyPatch) -> None:
-    model = create_model("hybrid", **TINY).eval()
+def test_x4_level_not_computed_for_x2(
+    monkeypatch: pytest.MonkeyPatch, tiny_configs: dict[str, dict]
+) -> None:
+    model = create_model("hybrid", **tiny_configs["hybrid"]).eval()
 
     def boom(*args: object) -> None:
         raise AssertionError("x4 level computed for an x2 request")
@@ -172,8 +176,10 @@ def test_x4_level_not_computed_for_x2(monkeypatch: pytest.MonkeyPatch) -> None:
             model(torch.rand(1, 1, 8, 8), scale=4)
 
 
-def test_pyramid_levels_add_residuals_to_bicubic_of_previous_level() -> None:
-    model = create_model("hybrid", **TINY).eval()
+def test_pyramid_levels_add_residuals_to_bicubic_of_previous_level(
+    tiny_configs: dict[str, dict],
+) -> None:
+    model = create_model("hybrid", **tiny_configs["hybrid"]).eval()
     for conv in model.to_image:
         torch.nn.init.zeros_(conv.weight)
         torch.nn.init.zeros_(conv.bias)
@@ -184,8 +190,8 @@ def test_pyramid_levels_add_residuals_to_bicubic_of_previous_level() -> None:
     torch.testing.assert_close(x4, bicubic_upsample(bicubic_upsample(x, 2), 2))
 
 
-def test_encode_decode_split() -> None:
-    model = create_model("hybrid", **TINY).eval()
+def test_encode_decode_split(tiny_configs: dict[str, dict]) -> None:
+    model = create_model("hybrid", **tiny_configs["hybrid"]).eval()
     x = torch.rand(2, 1, 13, 17)
     with torch.no_grad():
         feat = model.encode(x)
@@ -194,8 +200,8 @@ def test_encode_decode_split() -> None:
         torch.testing.assert_close(outs[-1], model(x, scale=4))
 
 
-def test_large_input() -> None:
-    model = create_model("hybrid", **TINY).eval()
+def test_large_input(tiny_configs: dict[str, dict]) -> None:
+    model = create_model("hybrid", **tiny_configs["hybrid"]).eval()
     with torch.no_grad():
         y = model(torch.rand(1, 1, 200, 160))
     assert y.shape == (1, 1, 400, 320) and torch.isfinite(y).all()

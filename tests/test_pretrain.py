@@ -6,10 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -27,57 +26,20 @@ from lenssr.pretrain.pretrain import (
 )
 from lenssr.training.losses import make_pixel_loss
 
-TINY_HYBRID = {
-    "name": "hybrid",
-    "num_feat": 8,
-    "num_res_blocks": 1,
-    "embed_dim": 16,
-    "depth": 1,
-    "num_heads": 2,
-    "pos_grid": 4,
-}
 
+@pytest.fixture(scope="session")
+def pretrain_config(model_section, train_config) -> Callable[..., dict]:
+    """Factory `pretrain_config(data, out, steps=40, **sections)`: a denoising-pretraining config
+    of the tiny hybrid on `data`; a keyword section is merged into the section of that name."""
 
-def make_pairs(path: Path, n: int = 24, h: int = 12, scale: int = 2, seed: int = 0) -> Path:
-    """Gaussian-blob HR images (n, s*h, s*h) and their s x s block-mean LR (+ a little noise)."""
-    rng = np.random.default_rng(seed)
-    size = h * scale
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    hr = np.full((n, size, size), 0.1, np.float32)
-    for i in range(n):
-        for _ in range(3):
-            cy, cx, w = rng.uniform(0.2, 0.8, 2).tolist() + [rng.uniform(0.05, 0.2)]
-            hr[i] += rng.uniform(1, 5) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * w * w))
-    lr = hr.reshape(n, h, scale, h, scale).mean(axis=(2, 4))
-    lr += rng.normal(0, 0.01, lr.shape).astype(np.float32)
-    with h5py.File(path, "w") as f:
-        f["lr"] = lr.astype(np.float32)
-        f["hr"] = hr
-        f.attrs["scale"] = scale
-    return path
+    def build(data: Path, out: Path, steps: int = 40, **sections) -> dict:
+        cfg = train_config(data, out, steps, model=model_section("hybrid"), val={"max_images": 6})
+        cfg["checkpoint"] = {"dir": str(out)}
+        for key, value in sections.items():
+            cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
+        return cfg
 
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_pairs(tmp_path_factory.mktemp("pretrain-data") / "pairs.h5")
-
-
-def tiny_pretrain_config(data: Path, out: Path, steps: int = 40, **sections) -> dict:
-    cfg = {
-        "model": dict(TINY_HYBRID),
-        "data": {"train": str(data), "val_fraction": 0.25, "patch_size": 8, "batch_size": 4},
-        "optim": {"lr": 3e-3},
-        "schedule": {"warmup_steps": 2},
-        "ema": {"decay": 0.9},
-        "val": {"every_steps": 10, "max_images": 6},
-        "log": {"tensorboard": False},
-        "checkpoint": {"dir": str(out)},
-        "threads": 1,
-        "budget": {"steps": steps},
-    }
-    for key, value in sections.items():
-        cfg[key] = {**cfg.get(key, {}), **value} if isinstance(value, dict) else value
-    return cfg
+    return build
 
 
 # ------------------------------------------------------------------------------ noise
@@ -177,19 +139,21 @@ def test_block_mean_target_is_zero_for_any_upsampling_that_conserves_block_means
     assert float(self_supervised_loss([up + 0.1], clean, loss_fn)) > 1e-3
 
 
-def test_config_rejects_unknown_pretrain_keys_and_fills_defaults(pairs: Path, tmp_path: Path):
-    cfg = validate_pretrain_config(tiny_pretrain_config(pairs, tmp_path))
+def test_config_rejects_unknown_pretrain_keys_and_fills_defaults(
+    blob_pairs: Path, tmp_path: Path, pretrain_config
+):
+    cfg = validate_pretrain_config(pretrain_config(blob_pairs, tmp_path))
     assert cfg["loss"]["type"] == "mse_ssim" and cfg["pretrain"]["target"] == "lr"
     with pytest.raises(ConfigError, match="pretrain.nosie"):
         validate_pretrain_config(
-            {**tiny_pretrain_config(pairs, tmp_path), "pretrain": {"nosie": 1}}
+            {**pretrain_config(blob_pairs, tmp_path), "pretrain": {"nosie": 1}}
         )
-    bad = tiny_pretrain_config(pairs, tmp_path, pretrain={"target": "both"})
+    bad = pretrain_config(blob_pairs, tmp_path, pretrain={"target": "both"})
     with pytest.raises(ConfigError, match="target"):
         validate_pretrain_config(bad)
     with pytest.raises(ConfigError, match="unknown noise type"):
         validate_pretrain_config(
-            tiny_pretrain_config(pairs, tmp_path, pretrain={"noise": {"types": ["blur"]}})
+            pretrain_config(blob_pairs, tmp_path, pretrain={"noise": {"types": ["blur"]}})
         )
 
 
@@ -206,9 +170,11 @@ def test_repo_config_is_valid_and_matches_the_supervised_hybrid():
 
 
 @pytest.fixture(scope="module")
-def pretrained(pairs: Path, tmp_path_factory: pytest.TempPathFactory) -> Pretrainer:
+def pretrained(
+    blob_pairs: Path, tmp_path_factory: pytest.TempPathFactory, pretrain_config
+) -> Pretrainer:
     out = tmp_path_factory.mktemp("pretrain-run")
-    runner = Pretrainer(tiny_pretrain_config(pairs, out, steps=80), quiet=True)
+    runner = Pretrainer(pretrain_config(blob_pairs, out, steps=80), quiet=True)
     runner.result = runner.run()
     return runner
 
@@ -233,11 +199,11 @@ def test_pretrained_checkpoint_is_a_normal_hybrid_checkpoint(pretrained: Pretrai
 
 
 def test_lenssr_train_init_loads_the_pretrained_weights_strictly(
-    pretrained: Pretrainer, pairs: Path, tmp_path: Path
+    pretrained: Pretrainer, blob_pairs: Path, tmp_path: Path, pretrain_config
 ):
     from lenssr.training.trainer import Trainer
 
-    cfg = tiny_pretrain_config(pairs, tmp_path / "ft", steps=1)
+    cfg = pretrain_config(blob_pairs, tmp_path / "ft", steps=1)
     cfg_path = tmp_path / "ft.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     trainer = Trainer(cfg, init=pretrained.result, quiet=True)
@@ -255,8 +221,8 @@ def test_lenssr_train_init_loads_the_pretrained_weights_strictly(
         Trainer(wider, init=pretrained.result, out=tmp_path / "x", quiet=True).run()
 
 
-def test_hr_target_pretraining_runs_on_pairs(pairs: Path, tmp_path: Path):
-    cfg = tiny_pretrain_config(pairs, tmp_path, steps=4, pretrain={"target": "hr"})
+def test_hr_target_pretraining_runs_on_pairs(blob_pairs: Path, tmp_path: Path, pretrain_config):
+    cfg = pretrain_config(blob_pairs, tmp_path, steps=4, pretrain={"target": "hr"})
     runner = Pretrainer(cfg, quiet=True)
     runner.run()
     assert runner.levels == 1 and len(runner.history) == 1
@@ -265,9 +231,9 @@ def test_hr_target_pretraining_runs_on_pairs(pairs: Path, tmp_path: Path):
 
 
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
-    pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    blob_pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pretrain_config
 ):
-    runner = Pretrainer(tiny_pretrain_config(pairs, tmp_path, steps=20), quiet=True)
+    runner = Pretrainer(pretrain_config(blob_pairs, tmp_path, steps=20), quiet=True)
     runner.cfg["val"]["every_steps"] = 3
     original = Pretrainer.loss
     saved: dict[str, str] = {}
@@ -293,8 +259,8 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(t).all() for t in model.state_dict().values())
 
 
-def test_cli_pretrain_runs_from_yaml(pairs: Path, tmp_path: Path, capsys):
-    cfg = tiny_pretrain_config(pairs, tmp_path / "run", steps=3)
+def test_cli_pretrain_runs_from_yaml(blob_pairs: Path, tmp_path: Path, capsys, pretrain_config):
+    cfg = pretrain_config(blob_pairs, tmp_path / "run", steps=3)
     path = tmp_path / "pre.yaml"
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(SystemExit) as exc:

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_training_run import make_pairs, tiny_config
-
 WORKER = """
 import hashlib, json, os, sys
 import torch
@@ -29,19 +27,13 @@ with open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w") as f:
 """
 
 
-def test_ddp_two_cpu_processes_stay_in_sync(tmp_path: Path) -> None:
+def test_ddp_two_cpu_processes_stay_in_sync(
+    tmp_path: Path, make_pairs, train_config, tiny_hybrid
+) -> None:
     pairs = make_pairs(tmp_path / "pairs.h5", n=20)
-    cfg = tiny_config(pairs, tmp_path / "unused", steps=6)
+    cfg = train_config(pairs, tmp_path / "unused", steps=6)
     cfg["val"]["every_steps"] = 3
-    cfg["model"] = {
-        "name": "hybrid",
-        "num_feat": 8,
-        "num_res_blocks": 1,
-        "embed_dim": 16,
-        "depth": 1,
-        "num_heads": 2,
-        "pos_grid": 4,
-    }
+    cfg["model"] = tiny_hybrid
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     (tmp_path / "worker.py").write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

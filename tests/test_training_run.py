@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -20,67 +19,12 @@ from lenssr.training import train
 from lenssr.training.trainer import Trainer
 
 
-def make_pairs(path: Path, n: int = 24, h: int = 12, scale: int = 2, seed: int = 0) -> Path:
-    """Smooth blob images: HR (n, s*h, s*h); LR = s x s block mean of HR (+ a little noise)."""
-    rng = np.random.default_rng(seed)
-    size = h * scale
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    hr = np.empty((n, size, size), np.float32)
-    for i in range(n):
-        img = np.zeros((size, size))
-        for _ in range(3):
-            cy, cx, w = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.2)
-            img += rng.uniform(1, 5) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * w * w))
-        hr[i] = img + 0.1
-    lr = hr.reshape(n, h, scale, h, scale).mean(axis=(2, 4))
-    lr += rng.normal(0, 0.01, lr.shape).astype(np.float32)
-    with h5py.File(path, "w") as f:
-        f["lr"] = lr.astype(np.float32)
-        f["hr"] = hr
-        f["label"] = np.zeros(n, np.int8)
-        f.attrs["scale"] = scale
-    return path
-
-
-@pytest.fixture(scope="module")
-def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_pairs(tmp_path_factory.mktemp("data") / "pairs.h5")
-
-
-TINY_HYBRID = {
-    "name": "hybrid",
-    "num_feat": 8,
-    "num_res_blocks": 1,
-    "embed_dim": 16,
-    "depth": 1,
-    "num_heads": 2,
-    "pos_grid": 4,
-}
-
-
-def tiny_config(pairs: Path, out: Path, steps: int = 20, **sections) -> dict:
-    cfg = {
-        "model": {"name": "edsr", "num_feat": 8, "num_block": 1},
-        "data": {"train": str(pairs), "val_fraction": 0.25, "patch_size": 8, "batch_size": 4},
-        "optim": {"lr": 3e-3},
-        "schedule": {"warmup_steps": 2},
-        "ema": {"decay": 0.9},
-        "val": {"every_steps": 10, "max_images": 4},
-        "log": {"tensorboard": False},
-        "checkpoint": {"dir": str(out), "keep_last": 1},
-        "threads": 1,
-        "budget": {"steps": steps},
-    }
-    for key, value in sections.items():
-        merge = isinstance(value, dict) and key != "model"
-        cfg[key] = {**cfg.get(key, {}), **value} if merge else value
-    return cfg
-
-
-def test_tiny_hybrid_pyramid_run_lowers_loss_and_writes_checkpoints(pairs: Path, tmp_path: Path):
+def test_tiny_hybrid_pyramid_run_lowers_loss_and_writes_checkpoints(
+    blob_pairs: Path, tmp_path: Path, train_config, tiny_hybrid
+):
     out = tmp_path / "run"
-    cfg = tiny_config(
-        pairs, out, steps=20, model=TINY_HYBRID, loss={"type": "mse_ssim", "pyramid": True}
+    cfg = train_config(
+        blob_pairs, out, steps=20, model=tiny_hybrid, loss={"type": "mse_ssim", "pyramid": True}
     )
     trainer = Trainer(cfg, quiet=True)
     best = trainer.run()
@@ -94,7 +38,7 @@ def test_tiny_hybrid_pyramid_run_lowers_loss_and_writes_checkpoints(pairs: Path,
         assert desc["arch"] == "hybrid" and model.scale == 2
         assert desc["training"]["step"] == step
         assert desc["training"]["config"]["loss"]["pyramid"] is True
-        assert desc["training"]["data"]["train"] == str(pairs)
+        assert desc["training"]["data"]["train"] == str(blob_pairs)
         assert desc["normalization"] == {"kind": "minmax"}
     assert not (out / "step-0000010.safetensors").exists()  # keep_last: 1
     desc = json.loads((out / "best.json").read_text())
@@ -120,12 +64,12 @@ def test_tiny_hybrid_pyramid_run_lowers_loss_and_writes_checkpoints(pairs: Path,
         train(cfg, quiet=True)
 
 
-def test_resume_continues_exactly(pairs: Path, tmp_path: Path) -> None:
+def test_resume_continues_exactly(blob_pairs: Path, tmp_path: Path, train_config) -> None:
     sched = {"warmup_steps": 2, "total_steps": 12}
     val = {"every_steps": 6, "max_images": 4}
-    full = tiny_config(pairs, tmp_path / "full", steps=12, schedule=sched, val=val)
+    full = train_config(blob_pairs, tmp_path / "full", steps=12, schedule=sched, val=val)
     train(full, quiet=True)
-    part = tiny_config(pairs, tmp_path / "part", steps=6, schedule=sched, val=val)
+    part = train_config(blob_pairs, tmp_path / "part", steps=6, schedule=sched, val=val)
     train(part, quiet=True)
     assert json.loads((tmp_path / "part/last.json").read_text())["training"]["step"] == 6
     resumed = Trainer({**part, "budget": {"steps": 12}}, resume=True, quiet=True)
@@ -141,14 +85,18 @@ def test_resume_continues_exactly(pairs: Path, tmp_path: Path) -> None:
     sb = torch.load(tmp_path / "part/last.state.pt", weights_only=False)
     assert sa["history"] == sb["history"] and sa["step"] == sb["step"] == 12
     with pytest.raises(ConfigError, match="--resume"):
-        train(tiny_config(pairs, tmp_path / "nothing"), resume=True, quiet=True)
+        train(train_config(blob_pairs, tmp_path / "nothing"), resume=True, quiet=True)
 
 
-def test_init_loads_pretrained_weights_and_reports_mismatch(pairs: Path, tmp_path: Path):
+def test_init_loads_pretrained_weights_and_reports_mismatch(
+    blob_pairs: Path, tmp_path: Path, train_config, tiny_hybrid
+):
     torch.manual_seed(3)
-    kwargs = {k: v for k, v in TINY_HYBRID.items() if k != "name"}
+    kwargs = {k: v for k, v in tiny_hybrid.items() if k != "name"}
     pre = save_checkpoint(tmp_path / "pre", create_model("hybrid", **kwargs))
-    cfg = tiny_config(pairs, tmp_path / "run", steps=1, model=TINY_HYBRID, ema={"decay": None})
+    cfg = train_config(
+        blob_pairs, tmp_path / "run", steps=1, model=tiny_hybrid, ema={"decay": None}
+    )
     trainer = Trainer(cfg, init=pre, quiet=True)
     trainer.run()
     assert trainer.init_report == {
@@ -161,18 +109,20 @@ def test_init_loads_pretrained_weights_and_reports_mismatch(pairs: Path, tmp_pat
     pre_w, got = load_file(pre), load_file(tmp_path / "run/last.safetensors")
     key = "conv_first.weight" if "conv_first.weight" in got else next(iter(got))
     assert (got[key] - pre_w[key]).abs().max() < 0.05
-    other = {**TINY_HYBRID, "embed_dim": 32}
-    bad = tiny_config(pairs, tmp_path / "bad", steps=1, model=other)
+    other = {**tiny_hybrid, "embed_dim": 32}
+    bad = train_config(blob_pairs, tmp_path / "bad", steps=1, model=other)
     with pytest.raises(ConfigError, match="shape mismatches.*init_strict: false"):
         train(bad, init=pre, quiet=True)
-    loose = tiny_config(pairs, tmp_path / "loose", steps=1, model=other, init_strict=False)
+    loose = train_config(blob_pairs, tmp_path / "loose", steps=1, model=other, init_strict=False)
     trainer = Trainer(loose, init=pre, quiet=True)
     trainer.run()
     assert trainer.init_report["shape_mismatch"] > 0 and trainer.init_report["loaded"] > 0
 
 
-def test_cli_trains_from_yaml_with_overrides(pairs: Path, tmp_path: Path, capsys) -> None:
-    cfg = tiny_config(pairs, tmp_path / "ignored", steps=50)
+def test_cli_trains_from_yaml_with_overrides(
+    blob_pairs: Path, tmp_path: Path, capsys, train_config
+) -> None:
+    cfg = train_config(blob_pairs, tmp_path / "ignored", steps=50)
     cfg["log"]["tensorboard"] = True
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -190,8 +140,8 @@ def test_cli_trains_from_yaml_with_overrides(pairs: Path, tmp_path: Path, capsys
     assert not (tmp_path / "ignored").exists()
 
 
-def test_minutes_budget_stops_on_time(pairs: Path, tmp_path: Path) -> None:
-    cfg = tiny_config(pairs, tmp_path / "run", steps=20)
+def test_minutes_budget_stops_on_time(blob_pairs: Path, tmp_path: Path, train_config) -> None:
+    cfg = train_config(blob_pairs, tmp_path / "run", steps=20)
     cfg["budget"] = {"steps": 10_000, "minutes": 0.5 / 60}
     cfg["schedule"] = {"warmup_steps": 0}
     trainer = Trainer(cfg, quiet=True)

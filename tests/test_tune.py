@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import optuna
 import pytest
@@ -24,25 +23,6 @@ from lenssr.tune.study import load_tune_config, run_study, run_trial
 
 torch.set_num_threads(1)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def make_pairs(path: Path, n: int = 16, h: int = 8, scale: int = 2, seed: int = 0) -> Path:
-    """Smooth random blobs: HR (n, s*h, s*h), LR its s x s block mean (+ a little noise)."""
-    rng = np.random.default_rng(seed)
-    size = h * scale
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    hr = np.empty((n, size, size), np.float32)
-    for i in range(n):
-        cy, cx, w = rng.uniform(0.3, 0.7), rng.uniform(0.3, 0.7), rng.uniform(0.08, 0.2)
-        hr[i] = 0.1 + rng.uniform(1, 5) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * w * w))
-    lr = hr.reshape(n, h, scale, h, scale).mean(axis=(2, 4))
-    lr += rng.normal(0, 0.01, lr.shape).astype(np.float32)
-    with h5py.File(path, "w") as f:
-        f["lr"] = lr.astype(np.float32)
-        f["hr"] = hr
-        f["label"] = np.zeros(n, np.int8)
-        f.attrs["scale"] = scale
-    return path
 
 
 def base_config(data: Path, out: Path) -> dict:
@@ -87,8 +67,9 @@ TUNE = {
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_pairs(tmp_path_factory.mktemp("tune-data") / "pairs.h5")
+def data(tmp_path_factory: pytest.TempPathFactory, make_pairs) -> Path:
+    """16 one-blob pairs, LR 8x8 -> HR 16x16."""
+    return make_pairs(tmp_path_factory.mktemp("tune-data") / "pairs.h5", n=16, h=8, blobs=1)
 
 
 def write_tune(tmp: Path, data: Path, **changes: object) -> Path:
