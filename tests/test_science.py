@@ -110,6 +110,7 @@ def test_classifier_shapes_and_prepare():
     assert model(torch.zeros(2, 1, 75, 64)).shape == (2, 3)  # any size
 
 
+@pytest.mark.slow
 def test_classifier_learns_a_trivial_task_and_is_deterministic():
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 8)

@@ -16,6 +16,7 @@ def tiny_checkpoint(tmp_path):
     return save_checkpoint(tmp_path / "edsr-tiny", create_model("edsr", num_feat=8, num_block=1))
 
 
+@pytest.mark.slow
 def test_validate_science_tiny_run_writes_full_report(tmp_path, tiny_checkpoint, capsys):
     out = tmp_path / "science"
     with pytest.raises(SystemExit) as done:
@@ -60,6 +61,7 @@ def test_validate_science_unknown_model_fails_before_simulating(tmp_path):
     assert not (tmp_path / "o" / "data").exists()
 
 
+@pytest.mark.slow
 def test_validate_science_rerun_reuses_cached_sr_images_and_classifiers(
     tmp_path, tiny_checkpoint, capsys
 ):

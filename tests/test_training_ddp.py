@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 WORKER = """
 import hashlib, json, os, sys
 import torch
@@ -27,6 +29,7 @@ with open(os.path.join(sys.argv[2], f"rank{rank}.json"), "w") as f:
 """
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_stay_in_sync(
     tmp_path: Path, make_pairs, train_config, tiny_hybrid
 ) -> None:

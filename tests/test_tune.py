@@ -250,6 +250,7 @@ def test_resume_after_crash_reaches_target(tmp_path: Path, data: Path) -> None:
     assert best.exists() and (out / "history.png").exists() and (out / "trials.csv").exists()
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(tmp_path: Path, data: Path) -> None:
     tune = write_tune(tmp_path, data)
     url = f"sqlite:///{tmp_path / 'tune.db'}"
