@@ -1,40 +1,68 @@
 """Walking files, folders and zip archives, and applying a function to every image in them.
 
 A bad file (or archive member) never stops a batch: it is recorded in :class:`BatchReport` with
-its reason and the rest is processed. Zip archives are read in memory with safety checks
-(:class:`ZipLimits`): member names are sanitised (absolute paths and ``..`` are refused and never
-written), only image extensions are read, and the member count, total uncompressed size and
-compression ratio are capped so that a zip bomb is refused before it is expanded.
+its one-line reason and the rest is processed, whatever the failure (a lying header, a
+decompression bomb, a ``MemoryError``). Zip archives are read member by member from disk with
+safety checks (:class:`ZipLimits`): member names are sanitised (absolute paths and ``..`` are
+refused and never written), only image extensions are read, and the member count, total
+uncompressed size and compression ratio are capped so that a zip bomb is refused before it is
+expanded; highly compressible members share a small allowance, past which they are skipped.
+Every image is checked against :class:`~lenssr.io.images.ReadLimits` before it is decoded, and
+all the images of one batch share one :class:`~lenssr.io.images.DecodeBudget`.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from lenssr.errors import InputError, LenssrError
-from lenssr.io.images import LoadedImage, image_format, is_image_name, read_image, write_image
+from lenssr.io.images import (
+    DecodeBudget,
+    LoadedImage,
+    ReadLimits,
+    image_format,
+    is_image_name,
+    one_line,
+    read_image,
+    write_image,
+)
 from lenssr.progress import progress_bar
 
 ImageFn = Callable[[LoadedImage], np.ndarray]
 BatchFn = Callable[[list[LoadedImage]], list[np.ndarray]]
 
 
+MiB = 1024**2
+
+
 @dataclass(frozen=True)
 class ZipLimits:
-    """Caps applied to a zip archive before anything is decompressed.
+    """Caps on the inputs of a batch: zip archives (checked before anything is decompressed),
+    each image (checked against what it declares before it is decoded) and the whole batch.
 
     Attributes:
         max_members: most file members (directories not counted).
         max_total_bytes: most uncompressed bytes over all members.
         max_member_bytes: most uncompressed bytes of one member.
-        max_ratio: largest uncompressed/compressed ratio of a member, checked for members
-            larger than ``ratio_min_bytes`` (tiny blank images compress extremely well).
+        max_ratio: largest uncompressed/compressed ratio of a member. A member larger than
+            ``ratio_min_bytes`` above it refuses the archive; smaller ones (a blank image
+            compresses extremely well) share ``max_ratio_bytes`` of expansion, past which each
+            further one is skipped.
+        max_ratio_bytes: uncompressed bytes allowed to small members over ``max_ratio``.
+        max_pixels, max_file_bytes, max_decoded_bytes: :class:`~lenssr.io.images.ReadLimits`
+            of each image.
+        max_job_bytes: decoded ``float32`` bytes of all the images of a batch together
+            (None: no cap).
+        batch_bytes: most decoded bytes of input images held at once for one ``batch_fn``
+            call (a model needs tens of times its input in memory).
     """
 
     max_members: int = 10_000
@@ -42,6 +70,21 @@ class ZipLimits:
     max_member_bytes: int = 512 * 1024**2
     max_ratio: float = 100.0
     ratio_min_bytes: int = 1024**2
+    max_ratio_bytes: int = 64 * 1024**2
+    max_pixels: int = ReadLimits.max_pixels
+    max_file_bytes: int = ReadLimits.max_file_bytes
+    max_decoded_bytes: int = ReadLimits.max_decoded_bytes
+    max_job_bytes: int | None = None
+    batch_bytes: int = 8 * 1024**2
+
+    @property
+    def read_limits(self) -> ReadLimits:
+        """The per-image caps as :class:`~lenssr.io.images.ReadLimits`."""
+        return ReadLimits(
+            max_pixels=self.max_pixels,
+            max_file_bytes=min(self.max_file_bytes, self.max_member_bytes),
+            max_decoded_bytes=self.max_decoded_bytes,
+        )
 
 
 @dataclass
@@ -76,10 +119,16 @@ class BatchReport:
         return "\n".join(lines)
 
 
-def _ignored(name: str) -> bool:
-    """OS clutter that is silently left out (macOS resource forks, hidden files)."""
-    parts = name.split("/")
-    return parts[0] == "__MACOSX" or parts[-1].startswith(".")
+def is_ignored_name(name: str) -> bool:
+    """OS clutter that is silently left out and not counted (macOS resource forks, hidden
+    files and folders, e.g. ``__MACOSX/a.npy``, ``.DS_Store``, ``.git/x.npy``)."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    return bool(parts) and (
+        parts[0] == "__MACOSX" or any(p.startswith(".") and p != ".." for p in parts)
+    )
+
+
+_ignored = is_ignored_name
 
 
 def sanitize_member_name(name: str) -> str:
@@ -157,14 +206,65 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: ZipLimits) -
     return data
 
 
+@dataclass
+class _Member:
+    """One file member of an archive as a batch sees it: its sanitised name (the raw name
+    when unsafe), its ZipInfo and, when it will not be read, why."""
+
+    name: str
+    info: zipfile.ZipInfo
+    error: str | None = None
+
+
+def plan_members(infos: Sequence[zipfile.ZipInfo], limits: ZipLimits, name: str) -> list[_Member]:
+    """The members of an archive a batch handles, in archive order, after the archive-level
+    checks of :func:`check_zip_infos`: OS clutter is left out; unsafe names, non-image
+    extensions and small members over ``max_ratio`` once ``max_ratio_bytes`` is used up come
+    with their reason.
+
+    Raises:
+        InputError: the archive-level checks failed (see :func:`check_zip_infos`).
+    """
+    members: list[_Member] = []
+    allowance = limits.max_ratio_bytes
+    for info in check_zip_infos(infos, limits, name):
+        try:
+            member = sanitize_member_name(info.filename)
+        except ValueError as exc:
+            members.append(_Member(info.filename, info, str(exc)))
+            continue
+        if is_ignored_name(member):
+            continue
+        if not is_image_name(member):
+            members.append(_Member(member, info, "not an image file (unsupported extension)"))
+            continue
+        ratio = info.file_size / max(info.compress_size, 1)
+        if ratio > limits.max_ratio:
+            if info.file_size > allowance:
+                members.append(
+                    _Member(
+                        member,
+                        info,
+                        f"compression ratio {ratio:.0f} > {limits.max_ratio:g} and the archive's "
+                        f"allowance of {limits.max_ratio_bytes / MiB:.0f} MiB for such members is "
+                        "used up (refusing a possible zip bomb)",
+                    )
+                )
+                continue
+            allowance -= info.file_size
+        members.append(_Member(member, info))
+    return members
+
+
 def zip_entries(
     data: bytes, limits: ZipLimits | None = None, name: str = "archive.zip"
 ) -> list[ZipEntry]:
     """Read the image members of a zip archive held in memory.
 
-    Members with unsafe names (absolute, ``..``), non-image extensions or unreadable data
-    (bad CRC, encryption) come back with ``data=None`` and ``error`` set; macOS clutter
-    (``__MACOSX/``, hidden files) is left out. Names are sanitised relative POSIX paths.
+    Members with unsafe names (absolute, ``..``), non-image extensions, unreadable data
+    (bad CRC, encryption) or a suspicious compression ratio come back with ``data=None`` and
+    ``error`` set; macOS clutter (``__MACOSX/``, hidden files) is left out. Names are
+    sanitised relative POSIX paths.
 
     Args:
         data: the archive's bytes.
@@ -179,26 +279,19 @@ def zip_entries(
     entries: list[ZipEntry] = []
     total = 0
     with _open_zip(data, name) as zf:
-        for info in check_zip_infos(zf.infolist(), limits, name):
-            try:
-                member = sanitize_member_name(info.filename)
-            except ValueError as exc:
-                entries.append(ZipEntry(info.filename, None, str(exc)))
-                continue
-            if _ignored(member):
-                continue
-            if not is_image_name(member):
-                entries.append(ZipEntry(member, None, "not an image file (unsupported extension)"))
+        for m in plan_members(zf.infolist(), limits, name):
+            if m.error is not None:
+                entries.append(ZipEntry(m.name, None, m.error))
                 continue
             try:
-                raw = read_member(zf, info, limits)
+                raw = read_member(zf, m.info, limits)
             except (zipfile.BadZipFile, RuntimeError, ValueError, OSError, EOFError) as exc:
-                entries.append(ZipEntry(member, None, f"unreadable zip member ({exc})"))
+                entries.append(ZipEntry(m.name, None, f"unreadable zip member ({one_line(exc)})"))
                 continue
             total += len(raw)
             if total > limits.max_total_bytes:
                 raise InputError(name, "zip expands beyond its declared size (refused)")
-            entries.append(ZipEntry(member, raw))
+            entries.append(ZipEntry(m.name, raw))
     return entries
 
 
@@ -209,12 +302,23 @@ def _failing(name: str, reason: str) -> Callable[[], LoadedImage]:
     return load
 
 
-def _bytes_loader(raw: bytes, name: str) -> Callable[[], LoadedImage]:
-    return lambda: read_image(raw, name=name)
+def _path_loader(
+    path: Path, name: str, limits: ReadLimits, budget: DecodeBudget | None
+) -> Callable[[], LoadedImage]:
+    return lambda: read_image(path, name=name, limits=limits, budget=budget)
 
 
-def _path_loader(path: Path, name: str) -> Callable[[], LoadedImage]:
-    return lambda: read_image(path, name=name)
+def _member_loader(
+    zf: zipfile.ZipFile, m: _Member, limits: ZipLimits, budget: DecodeBudget | None
+) -> Callable[[], LoadedImage]:
+    def load() -> LoadedImage:
+        try:
+            raw = read_member(zf, m.info, limits)
+        except (zipfile.BadZipFile, RuntimeError, ValueError, OSError, EOFError) as exc:
+            raise InputError(m.name, f"unreadable zip member ({one_line(exc)})") from exc
+        return read_image(raw, name=m.name, limits=limits.read_limits, budget=budget)
+
+    return load
 
 
 def is_zip_path(path: Path) -> bool:
@@ -222,48 +326,80 @@ def is_zip_path(path: Path) -> bool:
     return path.suffix.lower() == ".zip"
 
 
-def iter_inputs(path: str | Path, limits: ZipLimits | None = None) -> Iterator[InputItem]:
+@contextmanager
+def open_inputs(
+    path: str | Path, limits: ZipLimits | None = None, budget: DecodeBudget | None = None
+) -> Iterator[list[InputItem]]:
+    """The images under ``path`` (see :func:`iter_inputs`) as a list, with a zip archive kept
+    open (and read member by member, never as a whole) until the ``with`` block ends."""
+    root = Path(path)
+    limits = limits or ZipLimits()
+    read_limits = limits.read_limits
+    if not root.exists():
+        raise InputError(root, "no such file or directory")
+    if root.is_dir():
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        items = []
+        for p in files:
+            rel = p.relative_to(root).as_posix()
+            if is_ignored_name(rel):
+                continue
+            if is_image_name(rel):
+                items.append(InputItem(rel, _path_loader(p, rel, read_limits, budget)))
+            else:
+                items.append(
+                    InputItem(rel, _failing(rel, "not an image file (unsupported extension)"))
+                )
+        yield items
+    elif is_zip_path(root):
+        try:
+            if root.stat().st_size == 0:
+                raise InputError(root, "empty file (not a zip archive)")
+            zf = zipfile.ZipFile(root)
+        except (zipfile.BadZipFile, ValueError) as exc:
+            raise InputError(root, f"corrupt or not a zip archive ({one_line(exc)})") from exc
+        except OSError as exc:
+            raise InputError(root, f"cannot read file ({exc.strerror or exc})") from exc
+        with zf:
+            items = [
+                InputItem(m.name, _failing(m.name, m.error))
+                if m.error is not None
+                else InputItem(m.name, _member_loader(zf, m, limits, budget))
+                for m in plan_members(zf.infolist(), limits, str(root))
+            ]
+            yield items
+    else:
+        yield [InputItem(root.name, _path_loader(root, str(root), read_limits, budget))]
+
+
+def iter_inputs(
+    path: str | Path, limits: ZipLimits | None = None, budget: DecodeBudget | None = None
+) -> Iterator[InputItem]:
     """The images under ``path``: a single file, a folder (recursive, sorted) or a ``.zip``.
 
     Item names are POSIX paths relative to the folder or archive root (the file name for a
     single file). Files that cannot become images (unsupported extension, unsafe zip name,
     unreadable member) are still yielded: their loader raises the InputError explaining why.
+    OS clutter (hidden files, ``__MACOSX/``) is left out. Loaders check each image against
+    ``limits`` before decoding it and charge ``budget``.
 
     Raises:
         InputError: ``path`` does not exist, or is a corrupt/empty/over-limit zip.
     """
-    root = Path(path)
-    if not root.exists():
-        raise InputError(root, "no such file or directory")
-    if root.is_dir():
-        files = sorted(p for p in root.rglob("*") if p.is_file())
-        for p in files:
-            rel = p.relative_to(root).as_posix()
-            if _ignored(rel):
-                continue
-            if is_image_name(rel):
-                yield InputItem(rel, _path_loader(p, rel))
-            else:
-                yield InputItem(rel, _failing(rel, "not an image file (unsupported extension)"))
-    elif is_zip_path(root):
-        try:
-            raw = root.read_bytes()
-        except OSError as exc:
-            raise InputError(root, f"cannot read file ({exc})") from exc
-        for entry in zip_entries(raw, limits, name=str(root)):
-            if entry.data is None:
-                yield InputItem(entry.name, _failing(entry.name, entry.error or "unreadable"))
-            else:
-                yield InputItem(entry.name, _bytes_loader(entry.data, entry.name))
-    else:
-        yield InputItem(root.name, _path_loader(root, str(root)))
+    with open_inputs(path, limits, budget) as items:
+        yield from items
 
 
 # ------------------------------------------------------------------------------ process
 
 
 class _Sink:
-    """Destination of results: a folder, a single file or a zip archive being written."""
+    """Destination of results: a folder, a single file or a zip archive being written.
+
+    A zip is written under ``<out>.partial`` and renamed to ``out`` by ``close(ok=True)``;
+    ``close(ok=False)`` (an interrupted or failed run) deletes it, so no partial archive is
+    ever left under the output's name.
+    """
 
     def __init__(self, kind: str, out: Path) -> None:
         self.kind = kind
@@ -271,7 +407,8 @@ class _Sink:
         self._zip: zipfile.ZipFile | None = None
         if kind == "zip":
             out.parent.mkdir(parents=True, exist_ok=True)
-            self._zip = zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED)
+            self.partial = out.with_name(out.name + ".partial")
+            self._zip = zipfile.ZipFile(self.partial, "w", compression=zipfile.ZIP_DEFLATED)
 
     def write(self, name: str, result: np.ndarray, like: LoadedImage, **kw: object) -> None:
         if self._zip is not None:
@@ -283,9 +420,14 @@ class _Sink:
         else:
             write_image(self.out / name, result, like, **kw)  # type: ignore[arg-type]
 
-    def close(self) -> None:
+    def close(self, ok: bool) -> None:
         if self._zip is not None:
             self._zip.close()
+            self._zip = None
+            if ok:
+                os.replace(self.partial, self.out)
+            else:
+                self.partial.unlink(missing_ok=True)
 
 
 def _resolve_output(inp: Path, out: Path) -> tuple[str, Path]:
@@ -294,6 +436,11 @@ def _resolve_output(inp: Path, out: Path) -> tuple[str, Path]:
     if inp.is_dir():
         if out.exists() and not out.is_dir():
             raise LenssrError(f"output {out} must be a folder when the input is a folder")
+        if not out.exists() and (is_image_name(out.name) or is_zip_path(out)):
+            raise LenssrError(
+                f"output {out} must be a folder when the input is a folder "
+                f"(it has a file extension: give a folder name)"
+            )
         if out.resolve().is_relative_to(inp.resolve()):
             raise LenssrError(f"output folder {out} must not be inside the input folder {inp}")
         return "dir", out
@@ -309,6 +456,18 @@ def _resolve_output(inp: Path, out: Path) -> tuple[str, Path]:
     return "file", out
 
 
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """A MemoryError, or a device out-of-memory error (torch raises a RuntimeError subclass)."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+def _memory_reason(img: LoadedImage | None) -> str:
+    size = f" ({img.data.shape[0]}x{img.data.shape[1]} pixels)" if img is not None else ""
+    return f"not enough memory to process this image{size}"
+
+
 def process_path(
     inp: str | Path,
     out: str | Path,
@@ -321,16 +480,21 @@ def process_path(
     batch_fn: BatchFn | None = None,
     limits: ZipLimits | None = None,
     batch_size: int = 16,
+    on_image: Callable[[str, bool], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> BatchReport:
     """Apply ``fn`` to every image of a file, folder or zip and write the results alike.
 
     file -> file (``out`` may be a folder), folder -> folder with the same relative names,
     zip -> zip with the same layout and formats. Each result is written with
-    :func:`~lenssr.io.write_image` in its input's format.
+    :func:`~lenssr.io.write_image` in its input's format. One bad file never stops the
+    batch, whatever goes wrong with it (corrupt, lying header, over the limits, out of
+    memory): it is skipped with a one-line reason.
 
     Args:
         inp: input file, folder or ``.zip``.
-        out: output path (a ``.zip`` for zip input).
+        out: output path (a ``.zip`` for zip input; written as ``<out>.partial`` and renamed
+            when complete, removed if the run fails or is interrupted).
         fn: ``LoadedImage -> (sH, sW)`` array in the input's units. May be None when
             ``batch_fn`` is given.
         scale: pixel-grid refinement of the results (for the FITS WCS and ``conserve_flux``).
@@ -339,69 +503,112 @@ def process_path(
         history: FITS HISTORY text (e.g. ``"lenssr hybrid x2"``).
         conserve_flux: divide results by ``scale**2`` (see :func:`write_image`).
         batch_fn: ``list[LoadedImage] -> list[array]`` for images of equal shape; when given,
-            up to ``batch_size`` images are loaded at a time and processed in groups of equal
-            shape (for batched inference).
-        limits: zip safety caps.
-        batch_size: most images per ``batch_fn`` call.
+            up to ``batch_size`` images (at most ``limits.batch_bytes`` of pixels) are loaded
+            at a time and processed in groups of equal shape (for batched inference).
+        limits: zip, per-image and per-batch caps (:class:`ZipLimits`).
+        batch_size: most images per ``batch_fn`` call (at least 1).
+        on_image: called with ``(name, ok)`` after each image is written or skipped.
+        should_stop: polled between images; when it returns True the run stops and raises
+            :class:`Cancelled` (a zip output is removed).
 
     Returns:
         A :class:`BatchReport`; bad files are listed in ``skipped`` with their reason.
 
     Raises:
         InputError: the input does not exist or is a corrupt/empty/over-limit zip.
-        LenssrError: the output path does not fit the input (e.g. same path, wrong extension).
+        LenssrError: the output path does not fit the input (e.g. same path, wrong extension),
+            or ``batch_size`` is below 1.
+        Cancelled: ``should_stop`` returned True.
     """
     if fn is None and batch_fn is None:
         raise ValueError("process_path needs fn or batch_fn")
+    if batch_size < 1:
+        raise LenssrError(f"batch size must be at least 1, got {batch_size}")
     inp, out = Path(inp), Path(out)
     if not inp.exists():
         raise InputError(inp, "no such file or directory")
     kind, out = _resolve_output(inp, out)
-    items = list(iter_inputs(inp, limits))
+    limits = limits or ZipLimits()
+    budget = DecodeBudget(limits.max_job_bytes)
     report = BatchReport(output=out)
     write_kw = {"scale": scale, "history": history, "conserve_flux": conserve_flux}
-    if kind == "dir":
-        out.mkdir(parents=True, exist_ok=True)
-    sink = _Sink(kind, out)
-    step = max(1, batch_size) if batch_fn is not None else 1
-    try:
-        with progress_bar(len(items), description, enabled=progress) as advance:
-            for start in range(0, len(items), step):
-                chunk = items[start : start + step]
-                loaded: list[tuple[str, LoadedImage]] = []
-                for item in chunk:
-                    try:
-                        loaded.append((item.name, item.load()))
-                    except InputError as exc:
-                        report.skipped.append((item.name, exc.problem))
-                        advance(status=item.name)
-                for name, img, result, error in _run(loaded, fn, batch_fn):
+    step = batch_size if batch_fn is not None else 1
+
+    with open_inputs(inp, limits, budget) as items:
+        if kind == "dir":
+            out.mkdir(parents=True, exist_ok=True)
+        sink = _Sink(kind, out)
+        ok = False
+        try:
+            with progress_bar(len(items), description, enabled=progress) as advance:
+
+                def done(name: str, error: str | None) -> None:
                     if error is None:
-                        try:
-                            sink.write(name, result, img, **write_kw)
-                            report.processed.append(name)
-                        except InputError as exc:
-                            error = exc.problem
-                    if error is not None:
+                        report.processed.append(name)
+                    else:
                         report.skipped.append((name, error))
                     advance(status=name)
-    finally:
-        sink.close()
-    if kind == "zip" and not report.processed:
-        out.unlink(missing_ok=True)
+                    if on_image is not None:
+                        on_image(name, error is None)
+
+                i = 0
+                while i < len(items):
+                    loaded: list[tuple[str, LoadedImage]] = []
+                    held = 0
+                    while i < len(items) and len(loaded) < step and held < limits.batch_bytes:
+                        if should_stop is not None and should_stop():
+                            raise Cancelled("stopped on request")
+                        item = items[i]
+                        i += 1
+                        img, error = _load(item)
+                        if img is None:
+                            done(item.name, error)
+                        else:
+                            loaded.append((item.name, img))
+                            held += img.data.nbytes
+                    for name, img, result, error in _run(loaded, fn, batch_fn):
+                        if error is None:
+                            try:
+                                sink.write(name, result, img, **write_kw)
+                            except InputError as exc:
+                                error = exc.problem
+                            except Exception as exc:
+                                if not _is_out_of_memory(exc):
+                                    raise
+                                error = _memory_reason(img)
+                        done(name, error)
+                        if should_stop is not None and should_stop():
+                            raise Cancelled("stopped on request")
+            ok = kind != "zip" or bool(report.processed)
+        finally:
+            sink.close(ok)
     return report
+
+
+class Cancelled(LenssrError):
+    """A batch was stopped on request (``process_path(should_stop=...)``)."""
+
+
+def _load(item: InputItem) -> tuple[LoadedImage | None, str | None]:
+    """``(image, None)`` or ``(None, reason)``: any failure to read one file is its own."""
+    try:
+        return item.load(), None
+    except InputError as exc:
+        return None, exc.problem
+    except MemoryError:
+        return None, "not enough memory to read this file"
+    except Exception as exc:  # a reader library failing on hostile bytes
+        return None, f"unreadable file ({type(exc).__name__}: {one_line(exc)})"
 
 
 def _run(
     loaded: list[tuple[str, LoadedImage]], fn: ImageFn | None, batch_fn: BatchFn | None
 ) -> Iterator[tuple[str, LoadedImage, np.ndarray | None, str | None]]:
-    """Results ``(name, image, result, error)`` in input order; InputErrors become ``error``."""
+    """Results ``(name, image, result, error)`` in input order; InputErrors and out-of-memory
+    errors become ``error`` (a failing group is retried one image at a time)."""
     if batch_fn is None:
         for name, img in loaded:
-            try:
-                yield name, img, fn(img), None  # type: ignore[misc]
-            except InputError as exc:
-                yield name, img, None, exc.problem
+            yield name, img, *_one(fn, img)  # type: ignore[arg-type]
         return
     groups: dict[tuple[int, ...], list[int]] = {}
     for k, (_, img) in enumerate(loaded):
@@ -415,11 +622,22 @@ def _run(
                 raise ValueError(f"batch_fn returned {len(outs)} results for {len(imgs)} images")
             for k, o in zip(idxs, outs, strict=True):
                 results[k] = (o, None)
-        except InputError:  # find the culprit: one image at a time
+        except Exception as exc:  # find the culprit: one image at a time
+            if not (isinstance(exc, InputError) or _is_out_of_memory(exc)):
+                raise
+            del exc
             for k, img in zip(idxs, imgs, strict=True):
-                try:
-                    results[k] = (batch_fn([img])[0], None)
-                except InputError as exc:
-                    results[k] = (None, exc.problem)
+                results[k] = _one(lambda x: batch_fn([x])[0], img)  # type: ignore[misc]
     for k, (name, img) in enumerate(loaded):
         yield name, img, *results[k]
+
+
+def _one(fn: ImageFn, img: LoadedImage) -> tuple[np.ndarray | None, str | None]:
+    try:
+        return fn(img), None
+    except InputError as exc:
+        return None, exc.problem
+    except Exception as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        return None, _memory_reason(img)

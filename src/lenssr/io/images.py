@@ -11,14 +11,25 @@ format as the input it was computed from, so a pipeline hands back what it was g
   Gzipped input gives gzipped output, tile-compressed input gives (lossless) tile-compressed
   output.
 * PNG / TIFF: the input's bit depth (8/16-bit integers are rounded and clipped to the dtype's
-  range; float TIFF stays ``float32``).
+  range, with a warning when values are clipped; float TIFF stays ``float32``).
+
+Whatever a file claims, reading it costs bounded memory (:class:`ReadLimits`): the pixel count
+and byte size a file declares (npy header, FITS ``NAXISn``/``ZNAXISn``, PNG ``IHDR``, TIFF tags)
+are checked before any pixel buffer is allocated, gzipped FITS is decompressed as a stream and
+only up to the end of the image it declares, deflate TIFF strips are checked against the size
+of their image before they are decoded, and a :class:`DecodeBudget` caps the decoded bytes of
+all the images of one job.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import math
 import re
+import struct
+import threading
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +54,102 @@ EXTENSIONS: dict[str, str] = {
     ".tiff": "tiff",
 }
 
-#: Largest decompressed size of a gzipped FITS file (bytes); bigger files are refused.
-MAX_GUNZIP_BYTES = 4 * 1024**3
+MiB = 1024**2
+#: Smallest image side (pixels) an SR model can work on (3x3 convolutions with padding).
+MIN_SIDE = 2
+_ONE_LINE_MAX = 240  # characters of a library's message quoted in a reason
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """Caps on one file, checked against what the file declares before pixels are allocated.
+
+    Attributes:
+        max_pixels: most pixels ``h * w`` of one image (default 8192 x 8192, 256 MiB as
+            float32; the result of x2 is four times that).
+        max_file_bytes: largest file (on disk, archive member or upload) read into memory.
+        max_decoded_bytes: most bytes one file may decode to (its declared samples, a gzipped
+            FITS stream, deflate TIFF strips).
+    """
+
+    max_pixels: int = 8192 * 8192
+    max_file_bytes: int = 2 * 1024**3
+    max_decoded_bytes: int = 2 * 1024**3
+
+
+class DecodeBudget:
+    """Decoded bytes allowed to all the images of one job together (thread-safe).
+
+    Each image costs its ``float32`` size (``h * w * 4`` bytes), charged before it is decoded.
+    ``max_bytes=None`` means no cap (only :attr:`used` is counted).
+    """
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, nbytes: int, label: str) -> None:
+        """Charge ``nbytes`` for image ``label``.
+
+        Raises:
+            InputError: the budget would be exceeded (nothing is charged then).
+        """
+        with self._lock:
+            if self.max_bytes is not None and self.used + nbytes > self.max_bytes:
+                raise InputError(
+                    label,
+                    f"this job's budget of {self.max_bytes / MiB:.0f} MiB of decoded images is "
+                    f"used up ({self.used / MiB:.0f} MiB so far, this image needs "
+                    f"{nbytes / MiB:.1f} MiB)",
+                )
+            self.used += nbytes
+
+
+def one_line(exc: BaseException | str) -> str:
+    """A library's error message as one short line, without Python object reprs."""
+    text = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc))
+    text = " ".join(text.split()) or type(exc).__name__
+    return text if len(text) <= _ONE_LINE_MAX else text[: _ONE_LINE_MAX - 3] + "..."
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "x".join(str(int(n)) for n in shape)
+
+
+@dataclass
+class _Guard:
+    """The limits and budget of one read (internal)."""
+
+    label: str
+    limits: ReadLimits
+    budget: DecodeBudget | None
+
+    def declare(self, shape: tuple[int, ...], itemsize: int, what: str = "") -> None:
+        """Check a declared image ``shape`` of ``itemsize``-byte samples before decoding it.
+
+        Raises:
+            InputError: more pixels or bytes than the limits, or over the job's budget.
+        """
+        dims = [int(n) for n in shape]
+        if any(n < 0 for n in dims):
+            raise InputError(self.label, f"{what}declares a negative size {_fmt_shape(dims)}")
+        pixels = math.prod(dims)
+        if pixels > self.limits.max_pixels:
+            raise InputError(
+                self.label,
+                f"{what}declares {_fmt_shape(dims)} = {pixels:,} pixels, more than the limit "
+                f"of {self.limits.max_pixels:,} (nothing was decoded)",
+            )
+        nbytes = pixels * int(itemsize)
+        if nbytes > self.limits.max_decoded_bytes:
+            raise InputError(
+                self.label,
+                f"{what}declares {nbytes / MiB:.0f} MiB of samples, more than the limit of "
+                f"{self.limits.max_decoded_bytes / MiB:.0f} MiB (nothing was decoded)",
+            )
+        if self.budget is not None:
+            self.budget.take(pixels * 4, self.label)
 
 
 @dataclass
@@ -100,18 +205,27 @@ def _sniff(raw: bytes) -> str | None:
     return None
 
 
-def read_image(source: str | Path | bytes, name: str | None = None) -> LoadedImage:
+def read_image(
+    source: str | Path | bytes,
+    name: str | None = None,
+    limits: ReadLimits | None = None,
+    budget: DecodeBudget | None = None,
+) -> LoadedImage:
     """Read one single-channel image as ``(H, W)`` float32.
 
     Args:
         source: a path, or the file's bytes (e.g. an archive member or an upload).
         name: the name used in messages and to pick the format from its extension; defaults
             to the path. With bytes and no name the format is guessed from the content.
+        limits: caps checked before decoding (defaults of :class:`ReadLimits`).
+        budget: the job's decoded-bytes budget, charged ``h * w * 4`` bytes for this image.
 
     Raises:
-        InputError: missing, empty, corrupt or pickled file; unknown extension; not exactly one
-            2-D image; RGB with different channels; NaN or infinite pixels.
+        InputError: missing, empty, corrupt, truncated or pickled file; unknown extension; not
+            exactly one 2-D image; too small or over the limits; RGB with different channels;
+            NaN or infinite pixels.
     """
+    limits = limits or ReadLimits()
     if isinstance(source, (bytes, bytearray, memoryview)):
         raw = bytes(source)
         label = name or "<bytes>"
@@ -121,10 +235,23 @@ def read_image(source: str | Path | bytes, name: str | None = None) -> LoadedIma
         if not path.is_file():
             raise InputError(label, "no such file")
         try:
+            size = path.stat().st_size
+            if size > limits.max_file_bytes:
+                raise InputError(
+                    label,
+                    f"file is {size / MiB:.0f} MiB, more than the limit of "
+                    f"{limits.max_file_bytes / MiB:.0f} MiB",
+                )
             raw = path.read_bytes()
         except OSError as exc:
             raise InputError(label, f"cannot read file ({exc.strerror or exc})") from exc
         name = name or path.name
+    if len(raw) > limits.max_file_bytes:
+        raise InputError(
+            label,
+            f"file is {len(raw) / MiB:.0f} MiB, more than the limit of "
+            f"{limits.max_file_bytes / MiB:.0f} MiB",
+        )
     if len(raw) == 0:
         raise InputError(label, "empty file")
     fmt = image_format(name) if name else _sniff(raw)
@@ -135,7 +262,11 @@ def read_image(source: str | Path | bytes, name: str | None = None) -> LoadedIma
             raise InputError(label, f"unknown extension {suffix} (known: {known})")
         raise InputError(label, "unrecognised file content (not npy, FITS, PNG or TIFF)")
     reader = {"npy": _read_npy, "fits": _read_fits, "png": _read_png, "tiff": _read_tiff}[fmt]
-    data, meta = reader(raw, label)
+    guard = _Guard(label, limits, budget)
+    try:
+        data, meta = reader(raw, label, guard)
+    except MemoryError as exc:
+        raise InputError(label, "not enough memory to decode this file") from exc
     data = _check_pixels(data, label)
     return LoadedImage(data=data, name=label, fmt=fmt, meta=meta)
 
@@ -145,6 +276,12 @@ def _check_pixels(data: np.ndarray, label: str) -> np.ndarray:
         raise InputError(label, f"expected one 2-D image, got shape {tuple(data.shape)}")
     if data.size == 0:
         raise InputError(label, f"image has no pixels (shape {tuple(data.shape)})")
+    if min(data.shape) < MIN_SIDE:
+        raise InputError(
+            label,
+            f"image of {data.shape[0]}x{data.shape[1]} pixels is too small: SR needs at least "
+            f"{MIN_SIDE}x{MIN_SIDE}",
+        )
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         raise InputError(label, f"unsupported pixel type {data.dtype}")
     out = np.ascontiguousarray(data, dtype=np.float32)
@@ -155,7 +292,11 @@ def _check_pixels(data: np.ndarray, label: str) -> np.ndarray:
 
 
 def _squeeze_2d(arr: np.ndarray, label: str) -> np.ndarray:
-    sq = np.squeeze(arr)
+    """Drop length-1 axes while more than two axes remain (``(1, h, w)`` -> ``(h, w)``); a
+    2-D ``(1, N)`` stays 2-D so its message can say it is too small, not the wrong shape."""
+    sq = arr
+    while sq.ndim > 2 and 1 in sq.shape:
+        sq = np.squeeze(sq, axis=sq.shape.index(1))
     if sq.ndim != 2:
         raise InputError(label, f"expected one 2-D image, got shape {tuple(arr.shape)}")
     return sq
@@ -164,19 +305,44 @@ def _squeeze_2d(arr: np.ndarray, label: str) -> np.ndarray:
 # ----------------------------------------------------------------------------------- npy
 
 
-def _read_npy(raw: bytes, label: str) -> tuple[np.ndarray, dict[str, Any]]:
+def _npy_header(raw: bytes, label: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """``(shape, dtype, data offset)`` of a .npy file, read from its header only."""
+    fh = io.BytesIO(raw)
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    except (ValueError, OSError, EOFError, SyntaxError) as exc:
+        raise InputError(label, f"corrupt .npy file ({one_line(exc)})") from exc
+    return tuple(int(n) for n in shape), dtype, fh.tell()
+
+
+def _read_npy(raw: bytes, label: str, guard: _Guard) -> tuple[np.ndarray, dict[str, Any]]:
     if not raw.startswith(b"\x93NUMPY"):
         if raw[:1] == b"\x80":  # pickle protocol >= 2 (what np.save(allow_pickle) of objects gives)
             raise InputError(label, "pickled .npy files are refused")
         raise InputError(label, "corrupt .npy file (no NumPy header)")
+    shape, dtype, offset = _npy_header(raw, label)
+    if dtype.hasobject:
+        raise InputError(label, "pickled .npy files are refused")
+    guard.declare(shape, dtype.itemsize, "the .npy header ")
+    need = math.prod(shape) * dtype.itemsize
+    if len(raw) - offset < need:
+        raise InputError(
+            label,
+            f"corrupt .npy file (truncated: the header declares {_fmt_shape(shape)} {dtype} = "
+            f"{need:,} bytes, the file holds {len(raw) - offset:,})",
+        )
     try:
         arr = np.load(io.BytesIO(raw), allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc).lower():
             raise InputError(label, "pickled .npy files are refused") from exc
-        raise InputError(label, f"corrupt .npy file ({exc})") from exc
+        raise InputError(label, f"corrupt .npy file ({one_line(exc)})") from exc
     except (OSError, EOFError) as exc:
-        raise InputError(label, f"corrupt .npy file ({exc})") from exc
+        raise InputError(label, f"corrupt .npy file ({one_line(exc)})") from exc
     if not isinstance(arr, np.ndarray):
         raise InputError(label, "not a single .npy array")
     if arr.dtype.fields is not None:
@@ -200,27 +366,165 @@ def _write_npy(data: np.ndarray, like: LoadedImage) -> bytes:
 # ----------------------------------------------------------------------------------- FITS
 
 
-def _gunzip(raw: bytes, label: str) -> bytes:
-    d = zlib.decompressobj(wbits=31)
+_FITS_BLOCK = 2880
+_MAX_HEADER_BLOCKS = 1000  # 1000 blocks = 36,000 cards: more is not a real FITS header
+_INFLATE_STEP = 16 * MiB
+
+
+class _Inflow:
+    """A FITS file's bytes, gunzipped on demand as a stream: never more than ``cap`` bytes,
+    and only as far as the reader asks (the end of the image it uses)."""
+
+    def __init__(self, raw: bytes, gz: bool, cap: int, label: str) -> None:
+        self.raw, self.gz, self.cap, self.label = raw, gz, cap, label
+        self._buf = bytearray()
+        self._tail = raw
+        self._d = zlib.decompressobj(wbits=31) if gz else None
+
+    def fill(self, n: int) -> int:
+        """Make the first ``n`` bytes available (fewer at the end of the data); returns how many
+        bytes are available.
+
+        Raises:
+            InputError: corrupt gzip data, or a stream that expands beyond ``cap`` bytes.
+        """
+        if self._d is None:
+            return len(self.raw)
+        if n > self.cap:
+            raise InputError(
+                self.label,
+                f"gzipped FITS needs {n / MiB:.0f} MiB decompressed, more than the limit of "
+                f"{self.cap / MiB:.0f} MiB (refused before decompressing it)",
+            )
+        while len(self._buf) < n and not self._d.eof and self._tail:
+            want = min(n - len(self._buf), _INFLATE_STEP)
+            try:
+                chunk = self._d.decompress(self._tail, want)
+            except zlib.error as exc:
+                raise InputError(self.label, f"corrupt gzip data ({one_line(exc)})") from exc
+            self._tail = self._d.unconsumed_tail
+            self._buf += chunk
+        return len(self._buf)
+
+    @property
+    def truncated(self) -> bool:
+        """True when the gzip stream ended before its end-of-stream marker."""
+        return self._d is not None and not self._d.eof and not self._tail
+
+    def head(self, n: int) -> bytes:
+        """The first ``n`` bytes (as far as available)."""
+        if self._d is None:
+            return self.raw[:n]
+        return bytes(self._buf[:n])
+
+
+def _fits_header_cards(stream: _Inflow, offset: int, label: str) -> tuple[dict[str, str], int]:
+    """Keyword -> raw value text of the header starting at ``offset``, and the offset of the
+    end of that header (start of its data). Only the header blocks are decompressed."""
+    cards: dict[str, str] = {}
+    for k in range(_MAX_HEADER_BLOCKS):
+        start = offset + k * _FITS_BLOCK
+        if stream.fill(start + _FITS_BLOCK) < start + _FITS_BLOCK:
+            if stream.truncated:
+                raise InputError(label, "corrupt gzip data (truncated)")
+            raise InputError(label, "corrupt FITS file (truncated header, no END card)")
+        block = stream.head(start + _FITS_BLOCK)[start:]
+        text = block.decode("ascii", errors="replace")
+        for i in range(0, _FITS_BLOCK, 80):
+            card = text[i : i + 80]
+            key = card[:8].rstrip()
+            if key == "END":
+                return cards, start + _FITS_BLOCK
+            if card[8:10] == "= " and key not in cards:
+                value = card[10:].split("/", 1)[0].strip()
+                cards[key] = value.strip("'").strip()
+    raise InputError(label, f"corrupt FITS file (no END card in {_MAX_HEADER_BLOCKS} blocks)")
+
+
+def _int_card(cards: dict[str, str], key: str, default: int | None, label: str) -> int:
+    if key not in cards:
+        if default is None:
+            raise InputError(label, f"corrupt FITS file (missing {key})")
+        return default
     try:
-        out = d.decompress(raw, MAX_GUNZIP_BYTES)
-    except zlib.error as exc:
-        raise InputError(label, f"corrupt gzip data ({exc})") from exc
-    if d.unconsumed_tail:
-        raise InputError(label, f"gzipped file expands beyond {MAX_GUNZIP_BYTES} bytes")
-    if not d.eof:
-        raise InputError(label, "corrupt gzip data (truncated)")
-    return out
+        return int(float(cards[key]))
+    except ValueError as exc:
+        raise InputError(label, f"corrupt FITS file ({key} = {cards[key]!r})") from exc
 
 
-def _read_fits(raw: bytes, label: str) -> tuple[np.ndarray, dict[str, Any]]:
+def _fits_image_end(stream: _Inflow, label: str, guard: _Guard) -> int:
+    """Walk the HDU headers to the first image with data (as astropy would pick it), check
+    its declared size against the limits, and return the byte offset where its data end.
+
+    Raises:
+        InputError: not FITS, a corrupt or truncated header or data, no image, over the limits.
+    """
+    if stream.fill(_FITS_BLOCK) < 9 or not stream.head(9).startswith(b"SIMPLE  ="):
+        if stream.truncated:
+            raise InputError(label, "corrupt gzip data (truncated)")
+        raise InputError(label, "corrupt FITS file (it does not start with SIMPLE =)")
+    offset, index = 0, 0
+    while True:
+        if index > 0 and stream.fill(offset + 8) < offset + 8:
+            raise InputError(label, "FITS file has no image data")
+        cards, data_start = _fits_header_cards(stream, offset, label)
+        if index > 0 and "XTENSION" not in cards:
+            raise InputError(label, "FITS file has no image data")
+        bitpix = _int_card(cards, "BITPIX", None, label)
+        naxis = [
+            _int_card(cards, f"NAXIS{i}", None, label)
+            for i in range(1, _int_card(cards, "NAXIS", None, label) + 1)
+        ]
+        if bitpix not in (8, 16, 32, 64, -32, -64) or any(n < 0 for n in naxis):
+            raise InputError(label, f"corrupt FITS file (BITPIX {bitpix}, NAXIS {naxis})")
+        gcount = _int_card(cards, "GCOUNT", 1, label)
+        pcount = _int_card(cards, "PCOUNT", 0, label)
+        size = abs(bitpix) // 8 * gcount * (pcount + math.prod(naxis)) if naxis else 0
+        xtension = cards.get("XTENSION", "")
+        is_image = (index == 0 or xtension == "IMAGE") and naxis and math.prod(naxis) > 0
+        is_tiled = xtension == "BINTABLE" and cards.get("ZIMAGE") == "T"
+        if is_image or is_tiled:
+            if is_tiled:
+                zn = _int_card(cards, "ZNAXIS", None, label)
+                dims = [_int_card(cards, f"ZNAXIS{i}", None, label) for i in range(1, zn + 1)]
+                itemsize = abs(_int_card(cards, "ZBITPIX", None, label)) // 8
+            else:
+                dims, itemsize = naxis, abs(bitpix) // 8
+            guard.declare(tuple(reversed(dims)), itemsize, "the FITS header ")
+            if size > guard.limits.max_decoded_bytes + 2 * _FITS_BLOCK:
+                raise InputError(
+                    label,
+                    f"the FITS header declares {size / MiB:.0f} MiB of data, more than the "
+                    f"limit of {guard.limits.max_decoded_bytes / MiB:.0f} MiB",
+                )
+            end = data_start + size
+            have = stream.fill(end)
+            if have < end:
+                raise InputError(
+                    label,
+                    f"corrupt FITS file (truncated: the header declares {size:,} data bytes, "
+                    f"the file holds {max(have - data_start, 0):,})",
+                )
+            padded = -(-end // _FITS_BLOCK) * _FITS_BLOCK
+            return min(padded, stream.fill(padded))
+        offset = data_start + -(-size // _FITS_BLOCK) * _FITS_BLOCK
+        index += 1
+
+
+def _read_fits(raw: bytes, label: str, guard: _Guard) -> tuple[np.ndarray, dict[str, Any]]:
     from astropy.io import fits
 
     is_gz = raw.startswith(b"\x1f\x8b")
-    if is_gz:
-        raw = _gunzip(raw, label)
+    stream = _Inflow(raw, is_gz, guard.limits.max_decoded_bytes, label)
+    end = _fits_image_end(stream, label, guard)
+    raw = stream.head(end)  # only the HDUs up to the image: nothing after it is decoded
+    del stream
     try:
-        with fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False) as hdul:
+        # astropy's notes on fixable headers are not the user's business: silence them.
+        with (
+            warnings.catch_warnings(action="ignore"),
+            fits.open(io.BytesIO(raw), memmap=False, lazy_load_hdus=False) as hdul,
+        ):
             for idx, hdu in enumerate(hdul):
                 if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
                     continue
@@ -242,8 +546,10 @@ def _read_fits(raw: bytes, label: str) -> tuple[np.ndarray, dict[str, Any]]:
                 return np.array(data, dtype=np.float32), meta
     except InputError:
         raise
+    except MemoryError:
+        raise
     except Exception as exc:  # astropy raises OSError, ValueError, TypeError, ... on bad files
-        raise InputError(label, f"corrupt FITS file ({exc})") from exc
+        raise InputError(label, f"corrupt FITS file ({one_line(exc)})") from exc
     raise InputError(label, "FITS file has no image data")
 
 
@@ -343,9 +649,24 @@ def _gray_from_channels(arr: np.ndarray, label: str) -> np.ndarray:
     return color[..., 0]
 
 
-def _read_png(raw: bytes, label: str) -> tuple[np.ndarray, dict[str, Any]]:
-    from PIL import Image
+#: Bytes per pixel of the decoded array for each Pillow mode (P and 1 are converted first).
+_PIL_BYTES = {"1": 1, "L": 1, "LA": 2, "P": 4, "PA": 4, "RGB": 3, "RGBA": 4, "I": 4, "F": 4,
+              "I;16": 2, "I;16B": 2, "I;16L": 2}  # fmt: skip
 
+
+#: Decoded bytes per pixel for each PNG colour type (palette images become RGBA).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 4, 4: 2, 6: 4}
+
+
+def _read_png(raw: bytes, label: str, guard: _Guard) -> tuple[np.ndarray, dict[str, Any]]:
+    from PIL import Image, UnidentifiedImageError
+
+    if raw.startswith(b"\x89PNG\r\n\x1a\n") and raw[12:16] == b"IHDR" and len(raw) >= 26:
+        # The IHDR chunk declares the size: check it before Pillow looks at anything else.
+        width, height = struct.unpack(">II", raw[16:24])
+        depth = 2 if raw[24] == 16 else 1
+        guard.declare((height, width), depth * _PNG_CHANNELS.get(raw[25], 4), "the PNG header ")
+        guard = _Guard(guard.label, guard.limits, None)  # charged once
     try:
         with Image.open(io.BytesIO(raw)) as img:
             if img.format != "PNG":
@@ -353,6 +674,8 @@ def _read_png(raw: bytes, label: str) -> tuple[np.ndarray, dict[str, Any]]:
             if getattr(img, "n_frames", 1) > 1:
                 raise InputError(label, "animated PNG: expected one image")
             mode = img.mode
+            width, height = img.size
+            guard.declare((height, width), _PIL_BYTES.get(mode, 4), "the PNG header ")
             if mode == "P":
                 img = img.convert("RGBA")
             elif mode == "1":
@@ -360,8 +683,12 @@ def _read_png(raw: bytes, label: str) -> tuple[np.ndarray, dict[str, Any]]:
             arr = np.array(img)
     except InputError:
         raise
+    except MemoryError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise InputError(label, "corrupt PNG file (not a readable PNG image)") from exc
     except Exception as exc:
-        raise InputError(label, f"corrupt PNG file ({exc})") from exc
+        raise InputError(label, f"corrupt PNG file ({one_line(exc)})") from exc
     if arr.ndim == 3:
         arr = _gray_from_channels(arr, label)
     if arr.dtype == np.uint8 or mode in ("P", "1"):
@@ -371,23 +698,56 @@ def _read_png(raw: bytes, label: str) -> tuple[np.ndarray, dict[str, Any]]:
     return arr, {"dtype": dtype, "bits": np.dtype(dtype).itemsize * 8, "mode": mode}
 
 
-def _read_tiff(raw: bytes, label: str) -> tuple[np.ndarray, dict[str, Any]]:
+#: TIFF compression codes of zlib/deflate, whose strips are checked before decoding.
+_DEFLATE = (8, 32946)
+
+
+def _check_deflate_strips(raw: bytes, page: Any, label: str) -> None:
+    """Stream-decompress each deflate strip or tile of ``page`` (discarding the output) and
+    refuse the file if one expands beyond the page's declared size: a 1 MB strip can hold
+    1 GB of zeros, which the TIFF decoder would otherwise inflate in one piece."""
+    cap = int(page.nbytes)
+    for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
+        data = raw[int(offset) : int(offset) + int(count)]
+        d = zlib.decompressobj()
+        seen = 0
+        while data and not d.eof:
+            try:
+                seen += len(d.decompress(data, MiB))
+            except zlib.error as exc:
+                raise InputError(label, f"corrupt TIFF file (bad deflate strip: {exc})") from exc
+            data = d.unconsumed_tail
+            if seen > cap:
+                raise InputError(
+                    label,
+                    f"a TIFF strip expands beyond the image's declared {cap:,} bytes "
+                    "(refusing a possible decompression bomb)",
+                )
+
+
+def _read_tiff(raw: bytes, label: str, guard: _Guard) -> tuple[np.ndarray, dict[str, Any]]:
     import tifffile
 
     try:
         with tifffile.TiffFile(io.BytesIO(raw)) as tif:
             if len(tif.series) == 0:
                 raise InputError(label, "TIFF file has no image")
+            n_series = len(tif.series)
+            if n_series > 1:
+                raise InputError(label, f"TIFF file holds {n_series} images: expected one")
             series = tif.series[0]
             axes = series.axes
+            guard.declare(tuple(series.shape), series.dtype.itemsize, "the TIFF file ")
+            for page in series.pages:
+                if page is not None and int(getattr(page, "compression", 1)) in _DEFLATE:
+                    _check_deflate_strips(raw, page, label)
             arr = series.asarray()
-            n_series = len(tif.series)
     except InputError:
         raise
+    except MemoryError:
+        raise
     except Exception as exc:
-        raise InputError(label, f"corrupt TIFF file ({exc})") from exc
-    if n_series > 1:
-        raise InputError(label, f"TIFF file holds {n_series} images: expected one")
+        raise InputError(label, f"corrupt TIFF file ({one_line(exc)})") from exc
     if axes.endswith("S") and arr.ndim >= 3:
         arr = _gray_from_channels(np.squeeze(arr, axis=tuple(range(arr.ndim - 3))), label)
     arr = _squeeze_2d(arr, label)
