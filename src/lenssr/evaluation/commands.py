@@ -8,6 +8,13 @@ import typer
 
 from lenssr.errors import LenssrError
 
+_SOURCES = {
+    "option": "from --preset",
+    "data": "recorded in the data",
+    "default": "the data record no preset",
+    "degrade": "a forward model was given",
+}
+
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the ``lenssr`` app."""
@@ -27,8 +34,11 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(
             Path("lenssr-eval"), "--out", "-o", help="Folder for metrics.json and the figures."
         ),
-        preset: str = typer.Option(
-            "default", "--preset", help="Simulation preset of the data (for flux consistency)."
+        preset: str | None = typer.Option(
+            None,
+            "--preset",
+            help="Simulation preset of the data (for flux consistency); default: the preset "
+            "the data file records, else 'default'.",
         ),
         tta: bool = typer.Option(False, "--tta", help="8-fold dihedral test-time augmentation."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -60,6 +70,9 @@ def register(app: typer.Typer) -> None:
         console.print(
             "metrics: per-image after mapping SR and HR with the HR image's min..max to [0, 1]; "
             "SSIM = scikit-image defaults (7x7 uniform window)."
+        )
+        console.print(
+            f"flux consistency: preset {result.preset} ({_SOURCES[result.preset_source]})"
         )
         for label, path in result.files.items():
             console.print(f"{label}: {path}")

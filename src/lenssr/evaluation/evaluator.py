@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lenssr.errors import LenssrError
+from lenssr.evaluation.data_preset import preset_for_data
 from lenssr.evaluation.flux import FLUX_CONVENTIONS, flux_metrics, reobserve
 from lenssr.evaluation.metrics import CONVENTIONS, mse, psnr, ssim
 from lenssr.evaluation.spectrum import (
@@ -108,6 +109,7 @@ class EvaluationResult:
     names: list[str]
     example_indices: list[int]
     files: dict[str, Path] = field(default_factory=dict)
+    preset_source: str = "option"  # "option", "data", "default" or "degrade"
 
     def __getitem__(self, name: str) -> ModelResult:
         for m in self.models:
@@ -123,6 +125,7 @@ class EvaluationResult:
                 "n_images": self.n_images,
                 "scale": self.scale,
                 "preset": self.preset,
+                "preset_source": self.preset_source,
                 "tta": self.tta,
                 "device": self.device,
                 "conventions": {
@@ -327,7 +330,7 @@ def evaluate(
     models: str | Path | Upscaler | Sequence[str | Path | Upscaler],
     data: str | Path,
     n: int | None = None,
-    preset: Any = "default",
+    preset: Any = None,
     out: str | Path | None = None,
     batch_size: int = 16,
     device: str = "auto",
@@ -344,7 +347,8 @@ def evaluate(
         data: paired data: ``.h5`` file, DeepLense folder (``LR/``, ``HR/``) or ``.zip`` of it.
         n: evaluate the first ``n`` pairs (all when ``None``).
         preset: simulation preset name or ``Preset`` whose instrument made the LR images (for
-            flux consistency).
+            flux consistency); ``None`` reads it from the data (HDF5 attribute ``preset``,
+            DeepLense ``metadata.json``), falling back to ``"default"`` for data without one.
         out: output folder for ``metrics.json``, ``per_image.csv``, ``examples.png`` and
             ``power_spectrum.png``; nothing is written when ``None``.
         batch_size: images per forward pass.
@@ -371,11 +375,11 @@ def evaluate(
         raise LenssrError(f"--n must be >= 1, got {n}")
     scale = int(getattr(source, "scale", 0) or 0)
     dev = str(resolve_device(device))
-    preset_name = preset if isinstance(preset, str) else str(getattr(preset, "name", preset))
-    if degrade is None and isinstance(preset, str):
-        from lenssr.simulation import load_preset
-
-        preset = load_preset(preset)
+    if degrade is None:
+        resolved = preset_for_data(data, preset)
+        preset, preset_name, preset_source = resolved.preset, resolved.name, resolved.source
+    else:
+        preset_name, preset_source = "none (a forward model was given)", "degrade"
 
     loaded = [_load(spec, dev) for spec in _model_list(models)]
     names_all = list(getattr(source, "names", None) or [])
@@ -458,6 +462,7 @@ def evaluate(
         n_images=count,
         scale=scale,
         preset=preset_name,
+        preset_source=preset_source,
         tta=tta,
         device=dev,
         names=names,

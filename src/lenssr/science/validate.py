@@ -223,6 +223,7 @@ def validate_science(
     import torch
 
     from lenssr.device import resolve_device
+    from lenssr.evaluation.data_preset import preset_for_data
     from lenssr.evaluation.flux import flux_consistency
     from lenssr.evaluation.spectrum import hallucination_number
     from lenssr.science.report import clean_json, plot_examples, plot_roc, write_report
@@ -257,6 +258,8 @@ def validate_science(
     test, _ = _read_split(test_path)
     timings["simulate_s"] = time.perf_counter() - t0
     hr_pix = attrs["hr_pixel_scale"]
+    # flux consistency re-observes with the instrument the test file records
+    flux_preset = preset_for_data(test_path).preset
 
     recipe = cfg.recipe()
     boot_idx = bootstrap_indices(len(test.labels), cfg.n_boot, cfg.seed)
@@ -346,7 +349,7 @@ def validate_science(
         # image fidelity
         theta = einstein_radii(x_test, hr_pix)
         err = np.abs(theta - test.theta_e)
-        flux = flux_consistency(x_test, test.lr, preset)
+        flux = flux_consistency(x_test, test.lr, flux_preset)
         fidelity[kind] = {
             "einstein_mae_arcsec": float(np.nanmedian(err)),
             "einstein_failed": int(np.sum(~np.isfinite(theta))),

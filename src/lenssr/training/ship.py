@@ -103,7 +103,7 @@ def ship_model(
     name: str,
     test_data: str | Path,
     n: int | None = None,
-    preset: str = "default",
+    preset: str | None = None,
     config_path: str | Path | None = None,
     weights_dir: str | Path | None = None,
     figures_dir: str | Path | None = None,
@@ -111,6 +111,9 @@ def ship_model(
     device: str = "auto",
 ) -> Path:
     """Evaluate ``checkpoint`` on ``test_data`` and install it as shipped model ``name``.
+
+    ``preset`` (whose instrument made the LR images, for flux consistency) is read from the test
+    data when ``None``; a name overrides it.
 
     Returns the path of the written ``<name>.safetensors``.
     """
