@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lenssr.errors import ConfigError
+from lenssr.evaluation.metrics import psnr_torch
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -56,23 +57,9 @@ def ssim_torch(sr: Tensor, hr: Tensor) -> Tensor:
     return ssim_map((sr - lo) / span, (hr - lo) / span).flatten(1).mean(1)
 
 
-def _psnr_fallback(sr: Tensor, hr: Tensor) -> Tensor:
-    lo = hr.flatten(1).amin(1).view(-1, 1, 1, 1)
-    hi = hr.flatten(1).amax(1).view(-1, 1, 1, 1)
-    span = torch.where(hi - lo > 1e-12, hi - lo, torch.ones_like(hi))
-    mse = (((sr - hr) / span) ** 2).flatten(1).mean(1)
-    return 10 * torch.log10(1.0 / mse.clamp_min(1e-20))
-
-
 def psnr_batch(sr: Tensor, hr: Tensor) -> Tensor:
-    """Per-image PSNR ``(B,)`` with the project convention (HR min..max to [0, 1]).
-
-    Uses ``lenssr.evaluation.metrics.psnr_torch`` when that module is installed.
-    """
-    try:
-        from lenssr.evaluation.metrics import psnr_torch
-    except ImportError:
-        return _psnr_fallback(sr.float(), hr.float())
+    """Per-image PSNR ``(B,)`` in dB with the project convention (HR min..max to [0, 1]): the
+    float32 version of :func:`lenssr.evaluation.metrics.psnr_torch`."""
     return psnr_torch(sr.float(), hr.float())
 
 
