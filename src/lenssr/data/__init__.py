@@ -3,6 +3,7 @@
 from lenssr.data.augment import dihedral, inverse_dihedral
 from lenssr.data.dataset import (
     LRDataset,
+    MixturePairDataset,
     PairDataset,
     open_train_val,
     split_indices,
@@ -27,6 +28,7 @@ __all__ = [
     "H5PairSource",
     "ImageSource",
     "LRDataset",
+    "MixturePairDataset",
     "Normalization",
     "PairDataset",
     "PairSource",

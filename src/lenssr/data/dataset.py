@@ -141,22 +141,36 @@ class PairDataset(_Base):
         augment: bool = False,
         normalization: Normalization = Normalization(),
         seed: int = 0,
+        conditioned: bool = False,
     ) -> None:
         super().__init__(len(source), indices, patch_size, augment, normalization, seed)
         self.source = source
         self.scale = int(source.scale)
+        self.conditioned = conditioned
 
-    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, ...]:
         index = self.indices[j]
         lr, hr = self.source[index]
         s = self.scale
         if hr.shape != (lr.shape[0] * s, lr.shape[1] * s):
             raise ConfigError(f"pair {index}: HR {hr.shape} is not x{s} of LR {lr.shape}")
-        lo, hi = self.normalization.stats(lr)
         rng = self._rng(index)
+        fwhm = self.source.psf_fwhm_pix(index) if self.conditioned else 0.0
+        return self._sample(lr, hr, fwhm, rng, str(self.source.names[index]))
+
+    def _sample(
+        self, lr: np.ndarray, hr: np.ndarray, fwhm_pix: float, rng: np.random.Generator, name: str
+    ) -> tuple[torch.Tensor, ...]:
+        """Normalise with the whole LR image's statistics, crop, augment; add the condition."""
+        from lenssr.data.conditioning import condition_vector
+        from lenssr.data.normalize import noise_sigma_mad
+
+        s = self.scale
+        sigma = noise_sigma_mad(lr) if self.conditioned else None
+        lo, hi = self.normalization.stats(lr, noise_sigma=sigma)
         if self.patch_size is not None:
             p = self.patch_size
-            y, x = self._corner(rng, lr.shape, str(self.source.names[index]))
+            y, x = self._corner(rng, lr.shape, name)
             lr = lr[y : y + p, x : x + p]
             hr = hr[s * y : s * (y + p), s * x : s * (x + p)]
         if self.augment:
@@ -164,7 +178,57 @@ class PairDataset(_Base):
             lr, hr = dihedral(lr, k), dihedral(hr, k)
         lr_n = self.normalization.forward(lr, lo, hi)
         hr_n = self.normalization.forward(hr, lo, hi)
-        return _to_tensor(lr_n), _to_tensor(hr_n)
+        if not self.conditioned:
+            return _to_tensor(lr_n), _to_tensor(hr_n)
+        cond = condition_vector(fwhm_pix, np.asarray([sigma]), lo, hi)[0]
+        return _to_tensor(lr_n), _to_tensor(hr_n), torch.from_numpy(cond)
+
+
+class MixturePairDataset(PairDataset):
+    """Pairs made on the fly: each HR image of ``source`` is observed by an LR instrument drawn
+    from ``preset``'s ``lr_mixture`` (PSF, exposure, sky, read noise) with the project's degrade
+    model, anew for every epoch. The source's own LR images are not used.
+
+    Item ``j`` -> ``(lr, hr, cond)``: the normalised crops as :class:`PairDataset` gives them and
+    the ``(2,)`` conditioning vector (:mod:`lenssr.data.conditioning`) of the drawn instrument
+    (its true PSF FWHM in LR pixels; the noise level estimated from the LR image, as inference
+    does). The draws of item ``j`` in epoch ``e`` come from ``default_rng([seed, e, index])``.
+    """
+
+    def __init__(
+        self,
+        source: PairSource,
+        preset: Any,
+        indices: Sequence[int] | None = None,
+        patch_size: int | None = None,
+        augment: bool = False,
+        normalization: Normalization = Normalization("noise"),
+        seed: int = 0,
+    ) -> None:
+        super().__init__(source, indices, patch_size, augment, normalization, seed, True)
+        from lenssr.simulation.presets import resolve_preset
+
+        self.preset = resolve_preset(preset)
+        mix = self.preset.config.get("lr_mixture")
+        if not mix or not mix.get("enabled", True):
+            raise ConfigError(f"preset {self.preset.name!r} has no lr_mixture to draw from")
+        if self.preset.scale != self.scale:
+            raise ConfigError(
+                f"preset {self.preset.name!r} is x{self.preset.scale}, the data x{self.scale}"
+            )
+
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, ...]:
+        from lenssr.simulation.degrade import degrade_array
+        from lenssr.simulation.sampling import lr_instrument, sample_lr_instrument
+
+        index = self.indices[j]
+        _, hr = self.source[index]
+        rng = self._rng(index)
+        drawn = sample_lr_instrument(self.preset.config["lr_mixture"], rng, self.preset)
+        inst = lr_instrument(self.preset, drawn)
+        lr = degrade_array(hr, self.preset, rng=rng, noise=True, lr=inst)
+        fwhm_pix = inst.psf_fwhm / self.preset.lr.pixel_scale
+        return self._sample(lr, hr, fwhm_pix, rng, str(self.source.names[index]))
 
 
 class LRDataset(_Base):

@@ -165,12 +165,27 @@ class PairSource:
     labels: np.ndarray | None
     classes: list[str] | None
     scale: int
+    #: the simulation preset the pairs were made with (its JSON config), when the data say
+    preset_config: dict | None = None
+    #: per-pair LR PSF FWHM [arcsec] when the instrument varies per pair (survey-mix), else None
+    lr_psf_fwhm: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
+
+    def psf_fwhm_pix(self, i: int) -> float:
+        """LR PSF FWHM of pair ``i`` in LR pixels: the per-pair value, the preset's, or the
+        default instrument's (:data:`lenssr.data.conditioning.DEFAULT_INSTRUMENT`)."""
+        from lenssr.data.conditioning import DEFAULT_INSTRUMENT
+
+        lr = (self.preset_config or {}).get("lr", {})
+        pixel = float(lr.get("pixel_scale", DEFAULT_INSTRUMENT["pixel_scale"]))
+        if self.lr_psf_fwhm is not None:
+            return float(self.lr_psf_fwhm[int(i)]) / pixel
+        return float(lr.get("psf_fwhm", DEFAULT_INSTRUMENT["psf_fwhm"])) / pixel
 
 
 class ImageSource:
@@ -275,6 +290,13 @@ class H5PairSource(PairSource):
             self.labels = np.asarray(f["label"][()], dtype=np.int64) if "label" in f else None
             self.classes = _h5_classes(f)
             self.attrs = {k: f.attrs[k] for k in f.attrs}
+            if "preset" in self.attrs:
+                try:
+                    self.preset_config = json.loads(self.attrs["preset"])
+                except (TypeError, ValueError):
+                    self.preset_config = None
+            if "params" in f and "lr_psf_fwhm" in f["params"]:
+                self.lr_psf_fwhm = np.asarray(f["params"]["lr_psf_fwhm"][()], dtype=np.float64)
         self._h5 = _H5(self.path)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:

@@ -71,12 +71,17 @@ class SRModel(Upscaler):
         self._takes_scale = "scale" in params
 
     @torch.inference_mode()
-    def _forward(self, x: np.ndarray, scale: int) -> np.ndarray:
+    def _forward(
+        self, x: np.ndarray, scale: int, cond: np.ndarray | None = None, sigma: bool = False
+    ) -> np.ndarray:
         t = torch.from_numpy(x).to(self.device)
-        if self._takes_scale:
-            y = self.module(t, scale=scale)
+        kw = {} if cond is None else {"cond": torch.from_numpy(cond).to(self.device)}
+        if sigma:
+            y = self.module.forward_with_sigma(t, scale=scale, **kw)
+        elif self._takes_scale:
+            y = self.module(t, scale=scale, **kw)
         elif scale == self.scale:
-            y = self.module(t)
+            y = self.module(t, **kw)
         else:  # pragma: no cover - check_scale rejects this before
             raise LenssrError(f"model {self.name!r} serves only scale {self.scale}")
         return y.float().cpu().numpy()

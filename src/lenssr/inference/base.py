@@ -59,6 +59,18 @@ class Upscaler(ABC):
         self.normalization = Normalization.from_dict(descriptor.get("normalization"))
         #: smallest side given to the network (images below are padded, outputs cropped)
         self.min_side = 1
+        cond = descriptor.get("conditioning") or {}
+        #: instrument-aware model: takes the LR PSF FWHM and noise level (conditioning vector)
+        self.conditioned = bool(cond.get("inputs"))
+        #: the instrument range the model was trained on (``psf_fwhm_pix``, ``log10_noise``)
+        self.instrument_range: dict[str, Any] = dict(cond.get("range") or {})
+        unc = descriptor.get("uncertainty") or {}
+        #: the model predicts a per-pixel 1-sigma (``upscale(..., return_sigma=True)``)
+        self.has_sigma = bool(descriptor.get("arch_config", {}).get("sigma_head", False))
+        #: calibration factor applied to the predicted sigma (fitted on held-out data)
+        self.sigma_scale = float(unc.get("sigma_scale", 1.0))
+        #: what the last :meth:`upscale` call assumed or estimated about the instrument
+        self.last_instrument: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return (
@@ -66,9 +78,13 @@ class Upscaler(ABC):
         )
 
     @abstractmethod
-    def _forward(self, x: np.ndarray, scale: int) -> np.ndarray:
+    def _forward(
+        self, x: np.ndarray, scale: int, cond: np.ndarray | None = None, sigma: bool = False
+    ) -> np.ndarray:
         """Network on normalised ``(B, 1, H, W)`` float32 (H, W multiples of ``size_multiple``)
-        -> ``(B, 1, scale*H, scale*W)`` float32."""
+        -> ``(B, 1, scale*H, scale*W)`` float32; ``cond`` ``(B, 2)`` float32: the instrument
+        (conditioned models); ``sigma``: return ``(B, 2, ...)``, the image and its log 1-sigma
+        (sigma-head models)."""
 
     def check_scale(self, scale: int | None) -> int:
         """The scale to use: ``scale`` if the model serves it, the default when ``None``."""
@@ -80,32 +96,139 @@ class Upscaler(ABC):
             )
         return int(scale)
 
-    def _run_padded(self, x: np.ndarray, scale: int) -> np.ndarray:
-        """``(B, h, w)`` normalised -> ``(B, s*h, s*w)``: pad, network, crop."""
+    def _run_padded(
+        self, x: np.ndarray, scale: int, cond: np.ndarray | None = None, sigma: bool = False
+    ) -> np.ndarray:
+        """``(B, h, w)`` normalised -> ``(B, s*h, s*w)`` (``sigma``: ``(B, 2, s*h, s*w)``, the
+        image and its log 1-sigma): pad, network, crop. ``cond``: ``(B, 2)`` or ``(1, 2)``."""
         b, h, w = x.shape
         xp = pad_to_multiple_np(x, self.size_multiple, self.min_side)
-        y = self._forward(np.ascontiguousarray(xp[:, None], dtype=np.float32), scale)
+        if cond is not None:
+            cond = np.array(np.broadcast_to(cond, (b, cond.shape[-1])), dtype=np.float32)
+        xin = np.ascontiguousarray(xp[:, None], dtype=np.float32)
+        # plain models keep the two-argument call (subclasses may define only that)
+        y = (
+            self._forward(xin, scale)
+            if cond is None and not sigma
+            else (self._forward(xin, scale, cond=cond, sigma=sigma))
+        )
         if y.shape[0] != b or y.shape[-2:] != (scale * xp.shape[1], scale * xp.shape[2]):
             raise RuntimeError(
                 f"model {self.name!r} returned shape {tuple(y.shape)} for input "
                 f"{tuple(xp.shape)} at scale {scale}"
             )
-        return y[:, 0, : scale * h, : scale * w]
+        y = y[..., : scale * h, : scale * w]
+        return y if sigma else y[:, 0]
 
     def _run(
-        self, x: np.ndarray, scale: int, tile: int | None, overlap: int | None, batch_size: int
+        self,
+        x: np.ndarray,
+        scale: int,
+        tile: int | None,
+        overlap: int | None,
+        batch_size: int,
+        cond: np.ndarray | None = None,
+        sigma: bool = False,
     ) -> np.ndarray:
-        """``(B, h, w)`` normalised -> ``(B, s*h, s*w)``, tiled when ``tile`` is set."""
+        """``(B, h, w)`` normalised -> ``(B, s*h, s*w)`` (``sigma``: ``(B, 2, s*h, s*w)``),
+        tiled when ``tile`` is set; ``cond``: ``(B, 2)`` instrument of each image."""
         h, w = x.shape[-2:]
         if tile is None or (h <= tile and w <= tile):
             out = [
-                self._run_padded(x[i : i + batch_size], scale)
+                self._run_padded(
+                    x[i : i + batch_size],
+                    scale,
+                    None if cond is None else cond[i : i + batch_size],
+                    sigma,
+                )  # fmt: skip
                 for i in range(0, x.shape[0], batch_size)
             ]
             return np.concatenate(out, axis=0)
         # tiles per call: at most batch_size, and at most MAX_TILE_PIXELS LR pixels in total
         per_call = max(1, min(batch_size, MAX_TILE_PIXELS // (tile * tile)))
-        return run_tiled(lambda t: self._run_padded(t, scale), x, scale, tile, overlap, per_call)
+        if sigma:  # the log-sigma channel is tiled as a second image
+            parts = [
+                np.stack(
+                    [
+                        run_tiled(
+                            lambda t, c=c, i=i: self._run_padded(
+                                t, scale, None if cond is None else cond[i : i + 1], True
+                            )[:, c],
+                            x[i : i + 1],
+                            scale,
+                            tile,
+                            overlap,
+                            per_call,
+                        )[0]  # fmt: skip
+                        for c in (0, 1)
+                    ]
+                )
+                for i in range(x.shape[0])
+            ]
+            return np.stack(parts)
+        if cond is None:
+            return run_tiled(
+                lambda t: self._run_padded(t, scale), x, scale, tile, overlap, per_call
+            )
+        return np.concatenate(
+            [
+                run_tiled(
+                    lambda t, i=i: self._run_padded(t, scale, cond[i : i + 1]),
+                    x[i : i + 1],
+                    scale,
+                    tile,
+                    overlap,
+                    per_call,
+                )  # fmt: skip
+                for i in range(x.shape[0])
+            ]
+        )
+
+    def _instrument(
+        self,
+        x: np.ndarray,
+        psf_fwhm: float | None,
+        pixel_scale: float | None,
+        noise_sigma: float | np.ndarray | None,
+    ) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
+        """``(noise_sigma (N,), psf_fwhm_pix, info)`` for a noise-aware / conditioned model.
+
+        ``info`` records what was given, read or assumed (``lenssr upscale`` prints it), and
+        warns when the instrument lies outside the range the model was trained on.
+        """
+        from lenssr.data.conditioning import DEFAULT_INSTRUMENT, psf_fwhm_pixels
+        from lenssr.data.normalize import noise_sigma_mad
+
+        info: dict[str, Any] = {}
+        if self.normalization.kind != "noise" and not self.conditioned:
+            return None, None, info
+        if noise_sigma is None:
+            sig = np.array([noise_sigma_mad(im) for im in x])
+            info["noise_sigma"] = "estimated"
+        else:
+            sig = np.broadcast_to(np.asarray(noise_sigma, dtype=np.float64), (x.shape[0],))
+            if not np.all(np.isfinite(sig)) or np.any(sig < 0):
+                raise LenssrError(f"noise_sigma must be finite and >= 0, got {noise_sigma}")
+            info["noise_sigma"] = "given"
+        if not self.conditioned:
+            return sig, None, info
+        assumed = [
+            k for k, v in (("psf_fwhm", psf_fwhm), ("pixel_scale", pixel_scale)) if v is None
+        ]
+        try:
+            fwhm_pix = psf_fwhm_pixels(psf_fwhm, pixel_scale)
+        except ValueError as exc:
+            raise LenssrError(str(exc)) from None
+        info["psf_fwhm_pix"] = round(fwhm_pix, 4)
+        if assumed:
+            info["assumed"] = {k: DEFAULT_INSTRUMENT[k] for k in assumed}
+        lo, hi = self.instrument_range.get("psf_fwhm_pix", [None, None])
+        if lo is not None and not lo - 1e-6 <= fwhm_pix <= hi + 1e-6:
+            info["warning"] = (
+                f"PSF FWHM {fwhm_pix:.2f} LR pixels is outside the range the model was trained "
+                f"on ({lo:g}-{hi:g} pixels); results may be unreliable"
+            )
+        return sig, np.float64(fwhm_pix), info
 
     def upscale(
         self,
@@ -115,7 +238,11 @@ class Upscaler(ABC):
         tile: int | None = None,
         batch_size: int = 16,
         overlap: int | None = None,
-    ) -> np.ndarray:
+        psf_fwhm: float | None = None,
+        pixel_scale: float | None = None,
+        noise_sigma: float | np.ndarray | None = None,
+        return_sigma: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Super-resolve LR images, returning them in the input's units.
 
         Args:
@@ -130,9 +257,19 @@ class Upscaler(ABC):
             batch_size: images (or tiles) per network call; tiled calls also stay under
                 512x512 LR pixels in total (4 tiles of 256), which bounds peak memory.
             overlap: tile overlap in LR pixels (default ``tile // 8``, at least 4).
+            psf_fwhm: LR PSF FWHM [arcsec] (instrument-aware models; default: the ``default``
+                preset's 0.18").
+            pixel_scale: LR pixel side [arcsec] (default 0.10"); only ``psf_fwhm /
+                pixel_scale`` (the FWHM in LR pixels) matters.
+            noise_sigma: per-pixel background noise sigma in the input's units, one number or
+                one per image (default: estimated from each image, see
+                :func:`lenssr.data.normalize.noise_sigma_mad`).
+            return_sigma: also return the calibrated per-pixel 1-sigma map (models with a
+                sigma head; with ``tta`` the spread of the 8 predictions is added in quadrature).
 
         Returns:
-            ``(s*h, s*w)`` or ``(N, s*h, s*w)`` float32 in the input's units.
+            ``(s*h, s*w)`` or ``(N, s*h, s*w)`` float32 in the input's units; with
+            ``return_sigma``, ``(hr, sigma)`` of that shape each.
         """
         s = self.check_scale(scale)
         arr = np.asarray(lr)
@@ -165,19 +302,56 @@ class Upscaler(ABC):
                 raise LenssrError("upscale: an image has no finite pixel")
             fill = np.nanmin(np.where(bad, np.nan, x), axis=(-2, -1), keepdims=True)
             x = np.where(bad, fill, x)
-        lo, hi = self.normalization.stats(x)
+        if return_sigma and not self.has_sigma:
+            raise LenssrError(f"model {self.name!r} has no uncertainty head (return_sigma)")
+        sig, fwhm_pix, info = self._instrument(x, psf_fwhm, pixel_scale, noise_sigma)
+        self.last_instrument = info
+        lo, hi = self.normalization.stats(x, noise_sigma=sig)
         xn = self.normalization.forward(x, lo, hi).astype(np.float32)
+        cond = None
+        if self.conditioned:
+            from lenssr.data.conditioning import condition_vector
 
+            cond = condition_vector(fwhm_pix, sig, lo, hi)
+            lo_n, hi_n = self.instrument_range.get("log10_noise", [-np.inf, np.inf])
+            if np.any(cond[:, 1] < lo_n - 0.5) or np.any(cond[:, 1] > hi_n + 0.5):
+                info.setdefault(
+                    "warning",
+                    "the noise level relative to the image's peak is outside the range the model "
+                    "was trained on; results may be unreliable",
+                )
+
+        log_var = None
         if tta:
             acc = np.zeros((x.shape[0], s * h, s * w), dtype=np.float64)
+            acc2 = np.zeros_like(acc)
+            var = np.zeros_like(acc) if return_sigma else None
             for k in range(N_DIHEDRAL):
                 xk = np.ascontiguousarray(dihedral(xn, k))
-                acc += inverse_dihedral(self._run(xk, s, tile, overlap, batch_size), k)
+                out = self._run(xk, s, tile, overlap, batch_size, cond, return_sigma)
+                if return_sigma:
+                    var += inverse_dihedral(np.exp(2.0 * out[:, 1].astype(np.float64)), k)
+                    out = out[:, 0]
+                yk = inverse_dihedral(out, k).astype(np.float64)
+                acc += yk
+                acc2 += yk * yk
             yn = acc / N_DIHEDRAL
+            if return_sigma:
+                spread = np.clip(acc2 / N_DIHEDRAL - yn * yn, 0.0, None)
+                log_var = np.log(var / N_DIHEDRAL + spread)
         else:
-            yn = self._run(xn, s, tile, overlap, batch_size).astype(np.float64)
+            out = self._run(xn, s, tile, overlap, batch_size, cond, return_sigma)
+            if return_sigma:
+                log_var = 2.0 * out[:, 1].astype(np.float64)
+                out = out[:, 0]
+            yn = out.astype(np.float64)
 
         y = self.normalization.inverse(yn, lo, hi).astype(np.float32)
         if bad.any():
             y[bad.repeat(s, axis=-2).repeat(s, axis=-1)] = np.nan
-        return y[0] if single else y
+        if not return_sigma:
+            return y[0] if single else y
+        sigma = (self.sigma_scale * np.exp(0.5 * log_var) * (hi - lo)).astype(np.float32)
+        if bad.any():
+            sigma[bad.repeat(s, axis=-2).repeat(s, axis=-1)] = np.nan
+        return (y[0], sigma[0]) if single else (y, sigma)

@@ -40,10 +40,11 @@ class _FixedScale(nn.Module):
         self.scale = scale
         self.takes_scale = takes_scale
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        kw = {} if cond is None else {"cond": cond}
         if self.takes_scale:
-            return self.module(x, scale=self.scale)
-        return self.module(x)
+            return self.module(x, scale=self.scale, **kw)
+        return self.module(x, **kw)
 
 
 def _example_size(multiple: int) -> tuple[int, int]:
@@ -83,15 +84,22 @@ def export_onnx(
     h, w = _example_size(sr.size_multiple)
     dummy = torch.rand(2, 1, h, w, device=device)
     axes = {0: "batch", 2: "height", 3: "width"}
+    args: tuple = (dummy,)
+    names = ["lr"]
+    dynamic = {"lr": axes, "sr": {0: "batch", 2: "sr_height", 3: "sr_width"}}
+    if sr.conditioned:  # the instrument: (B, 2) PSF FWHM [LR pixels], log10 relative noise
+        args = (dummy, torch.tensor([[1.8, -2.0], [2.5, -1.5]], device=device))
+        names.append("cond")
+        dynamic["cond"] = {0: "batch"}
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python ints from shapes
         torch.onnx.export(
             wrapper,
-            (dummy,),
+            args,
             str(out),
-            input_names=["lr"],
+            input_names=names,
             output_names=["sr"],
-            dynamic_axes={"lr": axes, "sr": {0: "batch", 2: "sr_height", 3: "sr_width"}},
+            dynamic_axes=dynamic,
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
@@ -152,8 +160,17 @@ class OnnxSRModel(Upscaler):
         self.providers = self.session.get_providers()
         self._input = self.session.get_inputs()[0].name
 
-    def _forward(self, x: np.ndarray, scale: int) -> np.ndarray:
-        (y,) = self.session.run(None, {self._input: x})
+    def _forward(
+        self, x: np.ndarray, scale: int, cond: np.ndarray | None = None, sigma: bool = False
+    ) -> np.ndarray:
+        if sigma:
+            raise LenssrError("the ONNX export has no sigma output; use --backend torch")
+        feeds = {self._input: x}
+        if self.conditioned:
+            if cond is None:
+                raise LenssrError("this ONNX model needs the instrument (cond input)")
+            feeds["cond"] = cond
+        (y,) = self.session.run(None, feeds)
         return np.asarray(y, dtype=np.float32)
 
 

@@ -175,6 +175,51 @@ class TransformerStage(nn.Module):
         return feat + self.fuse(crop_to(out, size))
 
 
+class ConditionEncoder(nn.Module):
+    """Instrument conditioning (FiLM): ``cond (B, cond_dim) -> [(gamma, beta)] * num_blocks``.
+
+    An MLP embeds the conditioning vector (:mod:`lenssr.data.conditioning`: PSF FWHM in LR
+    pixels and log10 relative noise, centred by ``cond_center``) and one zero-initialised linear
+    head per modulated block gives a per-channel scale ``1 + gamma`` and shift ``beta``
+    ``(B, F, 1, 1)``, so an untrained encoder leaves the network unconditioned.
+    """
+
+    def __init__(self, cond_dim: int, num_feat: int, num_blocks: int, hidden: int = 64) -> None:
+        super().__init__()
+        center = [2.0, -1.5][:cond_dim] + [0.0] * max(0, cond_dim - 2)
+        self.register_buffer("center", torch.tensor(center), persistent=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(cond_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU()
+        )
+        self.heads = nn.ModuleList(nn.Linear(hidden, 2 * num_feat) for _ in range(num_blocks))
+        for head in self.heads:
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def forward(self, cond: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        h = self.mlp(cond - self.center)
+        out = []
+        for head in self.heads:
+            gamma, beta = head(h)[..., None, None].chunk(2, dim=1)
+            out.append((gamma, beta))
+        return out
+
+
+class ModulatedResidualBlock(ResidualBlockNoBN):
+    """:class:`ResidualBlockNoBN` whose residual is modulated by FiLM ``(gamma, beta)`` before
+    the channel attention: ``x + res_scale * CA(conv(relu(conv(x))) * (1 + gamma) + beta)``."""
+
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        res = self.conv2(self.relu(self.conv1(x)))
+        if film is not None:
+            res = res * (1.0 + film[0]) + film[1]
+        if self.attention is not None:
+            res = self.attention(res)
+        return x + res * self.res_scale
+
+
 @register_model("hybrid")
 class HybridSR(nn.Module):
     """The lenssr hybrid network (see the module docstring for the four stages).
@@ -206,6 +251,8 @@ class HybridSR(nn.Module):
         use_residual: bool = True,
         use_transformer: bool = True,
         use_pyramid: bool = True,
+        cond_dim: int = 0,
+        sigma_head: bool = False,
     ) -> None:
         super().__init__()
         if shallow_kernel < 1 or shallow_kernel % 2 == 0:
@@ -229,15 +276,21 @@ class HybridSR(nn.Module):
             nn.Conv2d(num_feat, num_feat, 3, 1, 1),
         )
         # 2. residual blocks with channel attention + conv, long skip
+        # (blocks..., tail conv) in one Sequential, so checkpoint keys stay residual.<k>.*
         self.residual: nn.Sequential | None = None
         if use_residual:
             self.residual = nn.Sequential(
                 *(
-                    ResidualBlockNoBN(num_feat, res_scale, True, ca_reduction)
+                    ModulatedResidualBlock(num_feat, res_scale, True, ca_reduction)
                     for _ in range(num_res_blocks)
                 ),
                 nn.Conv2d(num_feat, num_feat, 3, 1, 1),
             )
+        # instrument conditioning of the residual blocks (cond_dim = 0: none)
+        self.cond_dim = int(cond_dim)
+        self.condition: ConditionEncoder | None = None
+        if self.cond_dim > 0 and use_residual and num_res_blocks > 0:
+            self.condition = ConditionEncoder(self.cond_dim, num_feat, num_res_blocks)
         # 3. vision transformer (has its own skip)
         self.transformer: TransformerStage | None = None
         if use_transformer:
@@ -268,42 +321,95 @@ class HybridSR(nn.Module):
             for _ in range(n_up)
         )
         self.to_image = nn.ModuleList(nn.Conv2d(num_feat, 1, 3, 1, 1) for _ in range(n_up))
+        # per-pixel log 1-sigma (normalised units) of every output level, from the same features
+        self.to_log_sigma: nn.ModuleList | None = None
+        if sigma_head:
+            self.to_log_sigma = nn.ModuleList(nn.Conv2d(num_feat, 1, 3, 1, 1) for _ in range(n_up))
+            for conv in self.to_log_sigma:
+                nn.init.zeros_(conv.weight)
+                nn.init.constant_(conv.bias, -4.0)
+        #: the conditioning used when a conditioned model is called without one (the default
+        #: preset's LR camera, 1.8 LR pixels, at a typical relative noise)
+        self.register_buffer(
+            "default_cond", torch.tensor([1.8, -2.0][: max(self.cond_dim, 0)]), persistent=False
+        )
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Stages 1-3: ``(B, 1, h, w) -> (B, num_feat, h, w)`` features."""
+    @property
+    def has_sigma(self) -> bool:
+        """Whether the model predicts a per-pixel 1-sigma map (:meth:`forward_with_sigma`)."""
+        return self.to_log_sigma is not None
+
+    def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Stages 1-3: ``(B, 1, h, w) -> (B, num_feat, h, w)`` features.
+
+        ``cond``: ``(B, cond_dim)`` instrument conditioning (conditioned models; None uses
+        ``default_cond``).
+        """
         feat = self.shallow(x)
         if self.residual is not None:
-            feat = feat + self.residual(feat)
+            films: list | None = None
+            if self.condition is not None:
+                if cond is None:
+                    cond = self.default_cond.expand(x.shape[0], -1)
+                films = self.condition(cond.to(x.dtype))
+            res = feat
+            *blocks, tail = self.residual
+            for k, block in enumerate(blocks):
+                res = block(res, films[k] if films is not None else None)
+            feat = feat + tail(res)
         if self.transformer is not None:
             feat = self.transformer(feat)
         return feat
 
     def decode_pyramid(
-        self, feat: torch.Tensor, x: torch.Tensor, num_levels: int | None = None
+        self,
+        feat: torch.Tensor,
+        x: torch.Tensor,
+        num_levels: int | None = None,
+        with_sigma: bool = False,
     ) -> list[torch.Tensor]:
         """Stage 4 from features ``(B, F, h, w)`` and the input image ``x (B, 1, h, w)``.
 
         Returns ``[(B, 1, 2h, 2w), (B, 1, 4h, 4w), ...]`` up to ``num_levels`` (all by default);
-        without the pyramid a single ``[(B, 1, s*h, s*w)]``.
+        without the pyramid a single ``[(B, 1, s*h, s*w)]``. ``with_sigma`` (sigma-head models):
+        each entry is ``(B, 2, ...)``, the image and its log 1-sigma.
         """
-        if not self.use_pyramid:
-            up = self.to_image[0](self.upsamplers[0](feat))
-            return [bicubic_upsample(x, self.scale) + up]
         n = len(self.upsamplers) if num_levels is None else num_levels
         img = x
         outputs = []
         for level in range(n):
             feat = self.upsamplers[level](feat)
-            img = bicubic_upsample(img, 2) + self.to_image[level](feat)
-            outputs.append(img)
+            up = self.to_image[level](feat)
+            factor = 2 if self.use_pyramid else self.scale
+            img = bicubic_upsample(img, factor) + up
+            if with_sigma and self.to_log_sigma is not None:
+                outputs.append(torch.cat([img, self.to_log_sigma[level](feat)], dim=1))
+            else:
+                outputs.append(img)
         return outputs
 
-    def forward_pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward_pyramid(
+        self, x: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """All outputs: ``(B, 1, h, w) -> [(B, 1, 2h, 2w), (B, 1, 4h, 4w), ...]``."""
-        return self.decode_pyramid(self.encode(x), x)
+        return self.decode_pyramid(self.encode(x, cond), x)
 
-    def forward(self, x: torch.Tensor, scale: int | None = None) -> torch.Tensor:
-        """``(B, 1, h, w) -> (B, 1, s*h, s*w)`` for ``s`` in ``self.scales`` (default ``scale``)."""
+    def forward_with_sigma(
+        self, x: torch.Tensor, scale: int | None = None, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(B, 1, h, w) -> (B, 2, s*h, s*w)``: the SR image and its log 1-sigma (normalised
+        units, before calibration). Needs ``sigma_head=True``."""
+        if self.to_log_sigma is None:
+            raise LenssrError("this hybrid has no sigma head (sigma_head=False)")
         s = self.scale if scale is None else int(scale)
         levels = check_pyramid_scale("hybrid", s, self.scales)
-        return self.decode_pyramid(self.encode(x), x, levels)[-1]
+        return self.decode_pyramid(self.encode(x, cond), x, levels, with_sigma=True)[-1]
+
+    def forward(
+        self, x: torch.Tensor, scale: int | None = None, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(B, 1, h, w) -> (B, 1, s*h, s*w)`` for ``s`` in ``self.scales`` (default ``scale``);
+        ``cond (B, cond_dim)``: the instrument (conditioned models)."""
+        s = self.scale if scale is None else int(scale)
+        levels = check_pyramid_scale("hybrid", s, self.scales)
+        return self.decode_pyramid(self.encode(x, cond), x, levels)[-1]

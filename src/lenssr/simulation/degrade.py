@@ -16,7 +16,7 @@ import numpy as np
 
 from lenssr.errors import ConfigError, InputError
 from lenssr.simulation.instrument import add_noise, bin_mean
-from lenssr.simulation.presets import Preset, resolve_preset
+from lenssr.simulation.presets import Instrument, Preset, resolve_preset
 
 __all__ = ["degrade_array", "degrade_path"]
 
@@ -27,6 +27,7 @@ def degrade_array(
     rng: np.random.Generator | None = None,
     noise: bool = True,
     hr_pixel_scale: float | None = None,
+    lr: Instrument | None = None,
 ) -> np.ndarray:
     """Observe an HR surface-brightness image with the preset's LR instrument.
 
@@ -38,6 +39,8 @@ def degrade_array(
         noise: add the LR instrument's noise; False is deterministic and conserves total flux.
         hr_pixel_scale: HR pixel [arcsec]; defaults to ``preset.hr.pixel_scale``. The LR pixel is
             ``preset.scale * hr_pixel_scale``.
+        lr: the LR instrument (PSF, exposure, sky, read noise) instead of ``preset.lr``, e.g. one
+            drawn from a survey mixture (:func:`lenssr.simulation.sampling.lr_instrument`).
 
     Returns:
         float32 ``(H // s, W // s)`` or ``(N, H // s, W // s)`` LR observation.
@@ -52,7 +55,8 @@ def degrade_array(
     px = float(hr_pixel_scale) if hr_pixel_scale is not None else preset.hr.pixel_scale
     if px <= 0:
         raise ConfigError("hr_pixel_scale must be > 0")
-    sigma = np.sqrt(max(preset.lr.psf_sigma**2 - preset.hr.psf_sigma**2, 0.0)) / px
+    lr_inst = preset.lr if lr is None else lr
+    sigma = np.sqrt(max(lr_inst.psf_sigma**2 - preset.hr.psf_sigma**2, 0.0)) / px
     h, w = (arr.shape[-2] // s) * s, (arr.shape[-1] // s) * s
     arr = arr[..., :h, :w]
     if sigma > 0:
@@ -60,11 +64,11 @@ def degrade_array(
 
         axes = (arr.ndim - 2, arr.ndim - 1)
         arr = gaussian_filter(arr, sigma=sigma, mode="reflect", truncate=5.0, axes=axes)
-    lr = bin_mean(arr, s)
+    out = bin_mean(arr, s)
     if noise:
-        inst = dataclasses.replace(preset.lr, pixel_scale=s * px)
-        lr = add_noise(lr, inst, rng if rng is not None else np.random.default_rng())
-    return lr.astype(np.float32)
+        inst = dataclasses.replace(lr_inst, pixel_scale=s * px)
+        out = add_noise(out, inst, rng if rng is not None else np.random.default_rng())
+    return out.astype(np.float32)
 
 
 def degrade_path(

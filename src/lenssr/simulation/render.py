@@ -10,6 +10,7 @@ deflection kernels, so build one per process and reuse it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,13 @@ from lenssr.simulation.instrument import (
     padded_shape,
 )
 from lenssr.simulation.presets import Preset
-from lenssr.simulation.sampling import System, distances_for
+from lenssr.simulation.sampling import (
+    SOURCE_FAMILIES,
+    System,
+    distances_for,
+    lr_instrument,
+    spec_max,
+)
 from lenssr.simulation.substructure import FFTDeflector, cic_deposit
 
 __all__ = ["Observation", "Renderer"]
@@ -64,7 +71,12 @@ class Renderer:
         self.sersic = LightModel(["SERSIC_ELLIPSE"])
         sig_hr = preset.hr.psf_sigma / pix
         sig_lr = preset.lr.psf_sigma / pix
-        p = padded_shape(n, max(sig_hr, sig_lr))
+        mix = preset.config.get("lr_mixture")
+        sig_max = max(sig_hr, sig_lr)
+        if mix and mix.get("enabled", True):
+            fwhm_max = spec_max(mix["psf_fwhm_pix"]) * preset.lr.pixel_scale
+            sig_max = max(sig_max, fwhm_max / 2.3548200450309493 / pix)
+        p = padded_shape(n, sig_max)
         self.fft_shape = (p, p)
         self.otf_hr = gaussian_otf(self.fft_shape, sig_hr)
         self.otf_lr = gaussian_otf(self.fft_shape, sig_lr)
@@ -212,6 +224,7 @@ class Renderer:
                 }
             ],
         )
+        src = self._morphology(system, bx, by, src)
         for cx, cy, amp, sig in system.clumps:
             r2 = (bx - cx) ** 2 + (by - cy) ** 2
             near = r2 < (6.0 * sig) ** 2
@@ -236,6 +249,79 @@ class Renderer:
             light = np.zeros_like(src)
         return src.reshape(self.n, self.n), light.reshape(self.n, self.n)
 
+    def _morphology(
+        self, system: System, bx: np.ndarray, by: np.ndarray, sersic: np.ndarray
+    ) -> np.ndarray:
+        """Source light of the system's morphology family at source-plane points ``(bx, by)``.
+
+        ``sersic`` is the base elliptical Sersic already evaluated there [e-/s/arcsec^2]; the
+        ``sersic`` family returns it unchanged (clumps are added by the caller for every family).
+        """
+        p = system.params
+        family = SOURCE_FAMILIES[int(p.get("source_family", 0.0))]
+        if family == "sersic":
+            return sersic
+        # source-frame coordinates: centred, rotated to the source's major axis, q-stretched
+        dx, dy = bx - p["source_x"], by - p["source_y"]
+        c, s_ = np.cos(p["source_phi"]), np.sin(p["source_phi"])
+        u, v = c * dx + s_ * dy, (-s_ * dx + c * dy) / max(p["source_q"], 1e-3)
+        r_s = p["source_r_sersic"]
+        if family == "grf":
+            field = _grf(int(p["source_grf_seed"]), p["source_grf_slope"], 64)
+            # the field spans +-4 r_sersic; outside it is periodic (it is only visible where the
+            # Sersic envelope is bright)
+            g = _sample_periodic(field, u / (8.0 * r_s), v / (8.0 * r_s))
+            return sersic * np.exp(p["source_grf_amp"] * g - 0.5 * p["source_grf_amp"] ** 2)
+        if family == "spiral":
+            r = np.hypot(u, v) + 1e-6
+            phi = np.arctan2(v, u)
+            m = p["source_spiral_arms"]
+            wind = np.log(r / r_s) / np.tan(p["source_spiral_pitch"])
+            arms = 1.0 + p["source_spiral_amp"] * np.cos(
+                m * (phi - p["source_spiral_phase"]) - wind
+            )
+            disk = p["source_amp"] * np.exp(-(r / r_s - 1.0) * 1.678) * np.clip(arms, 0.0, None)
+            bulge_r = 0.25 * r_s
+            bulge = (
+                p["source_bulge_frac"] * p["source_amp"] * 8.0 * np.exp(-0.5 * (r / bulge_r) ** 2)
+            )
+            return (disk + bulge).astype(sersic.dtype)
+        if family == "multi":
+            out = sersic.copy()
+            for cx, cy, amp, size in system.components:
+                out += self.sersic.surface_brightness(
+                    bx,
+                    by,
+                    [
+                        {
+                            "amp": amp,
+                            "R_sersic": size,
+                            "n_sersic": 1.0,
+                            "e1": 0.0,
+                            "e2": 0.0,
+                            "center_x": cx,
+                            "center_y": cy,
+                        }
+                    ],
+                )
+            return out
+        if family == "shapelets":
+            return _shapelets(
+                u, v, int(p["source_shapelet_nmax"]), p["source_shapelet_beta"],
+                int(p["source_shapelet_seed"]), p["source_amp"],
+            )  # fmt: skip
+        raise ValueError(f"unknown source family {family!r}")
+
+    def lr_observation_instrument(self, system: System):
+        """The LR instrument of ``system`` (the preset's, or the one drawn for it)."""
+        return lr_instrument(self.preset, system.params)
+
+    def _lr_otf(self, system: System) -> np.ndarray:
+        inst = self.lr_observation_instrument(system)
+        if inst.psf_fwhm == self.preset.lr.psf_fwhm:
+            return self.otf_lr
+        return gaussian_otf(self.fft_shape, inst.psf_sigma / self.pixel_scale)
+
     def _convolve(self, spectrum: np.ndarray, otf: np.ndarray) -> np.ndarray:
         n = self.n
         return sfft.irfft2(spectrum * otf, s=self.fft_shape, workers=1)[:n, :n]
@@ -246,16 +332,18 @@ class Renderer:
         f_src = sfft.rfft2(src.astype(np.float32), s=self.fft_shape, workers=1)
         hr_sup = self.preset.hr.supersampling
         lr_sup = self.preset.lr.supersampling
-        lr_src = bin_mean(self._convolve(f_src, self.otf_lr), lr_sup)
+        otf_lr = self._lr_otf(system)
+        lr_src = bin_mean(self._convolve(f_src, otf_lr), lr_sup)
         if system.params["lens_light_amp"] > 0:
             f_all = f_src + sfft.rfft2(light.astype(np.float32), s=self.fft_shape, workers=1)
-            lr_clean = bin_mean(self._convolve(f_all, self.otf_lr), lr_sup)
+            lr_clean = bin_mean(self._convolve(f_all, otf_lr), lr_sup)
         else:
             f_all = f_src
             lr_clean = lr_src
         hr_clean = bin_mean(self._convolve(f_all, self.otf_hr), hr_sup)
         k = int(np.argmax(lr_src))
-        snr = float(lr_src.flat[k] / noise_sigma(lr_clean.flat[k], self.preset.lr))
+        lr_inst = self.lr_observation_instrument(system)
+        snr = float(lr_src.flat[k] / noise_sigma(lr_clean.flat[k], lr_inst))
         return Observation(
             hr_clean=np.asarray(hr_clean, dtype=np.float32),
             lr_clean=np.asarray(lr_clean, dtype=np.float32),
@@ -266,5 +354,56 @@ class Renderer:
         """Render and add each instrument's noise (HR first, then LR, from ``rng``)."""
         obs = self.render(system)
         obs.hr = add_noise(obs.hr_clean, self.preset.hr, rng)
-        obs.lr = add_noise(obs.lr_clean, self.preset.lr, rng)
+        obs.lr = add_noise(obs.lr_clean, self.lr_observation_instrument(system), rng)
         return obs
+
+
+def _grf(seed: int, slope: float, n: int) -> np.ndarray:
+    """Unit-variance periodic Gaussian random field ``(n, n)`` with power ``P(k) ~ k^-slope``."""
+    rng = np.random.default_rng(seed)
+    kx = np.fft.fftfreq(n)[None, :]
+    ky = np.fft.fftfreq(n)[:, None]
+    k = np.hypot(kx, ky)
+    k[0, 0] = np.inf
+    amp = k ** (-0.5 * slope)
+    amp[0, 0] = 0.0
+    noise = rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n))
+    field = np.fft.ifft2(noise * amp).real
+    std = field.std()
+    return field / std if std > 0 else field
+
+
+def _sample_periodic(field: np.ndarray, fu: np.ndarray, fv: np.ndarray) -> np.ndarray:
+    """Bilinear samples of a periodic field at fractional coordinates ``fu, fv`` (period 1)."""
+    from scipy.ndimage import map_coordinates
+
+    n = field.shape[0]
+    rows = (fv * n + n / 2.0) % n
+    cols = (fu * n + n / 2.0) % n
+    return map_coordinates(field, [rows, cols], order=1, mode="grid-wrap")
+
+
+def _shapelets(
+    u: np.ndarray, v: np.ndarray, n_max: int, beta: float, seed: int, amp: float
+) -> np.ndarray:
+    """Positive part of a random Cartesian shapelet expansion (Refregier 2003) [e-/s/arcsec^2].
+
+    Coefficients ``c_{n1 n2} ~ N(0, 1) / (1 + n1 + n2)`` with ``c_00 = 1.5``; scale ``beta``
+    [arcsec]; peak normalised to ``amp``.
+    """
+    from numpy.polynomial.hermite import hermval
+
+    rng = np.random.default_rng(seed)
+    x, y = u / beta, v / beta
+    gauss_x, gauss_y = np.exp(-0.5 * x**2), np.exp(-0.5 * y**2)
+    out = np.zeros_like(u)
+    for n1 in range(n_max + 1):
+        hx = hermval(x, [0] * n1 + [1]) * gauss_x
+        for n2 in range(n_max + 1 - n1):
+            c = 1.5 if n1 == n2 == 0 else rng.normal() / (1.0 + n1 + n2)
+            hy = hermval(y, [0] * n2 + [1]) * gauss_y
+            norm = 1.0 / np.sqrt(2.0 ** (n1 + n2) * np.pi * math.factorial(n1) * math.factorial(n2))
+            out += c * norm * hx * hy
+    out = np.clip(out, 0.0, None)
+    peak = out.max()
+    return (amp * out / peak if peak > 0 else out).astype(np.float64)

@@ -6,18 +6,32 @@ fixed order, so a system depends only on (preset, seed, i, label).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from lenssr.errors import ConfigError
-from lenssr.simulation.presets import Preset
+from lenssr.simulation.presets import Instrument, Preset
 from lenssr.simulation.substructure import LensingDistances, sample_masses, vortex_half_length
 
-__all__ = ["CLASSES", "System", "draw", "sample_system", "ellipticity"]
+__all__ = [
+    "CLASSES",
+    "SOURCE_FAMILIES",
+    "System",
+    "draw",
+    "ellipticity",
+    "lr_instrument",
+    "sample_lr_instrument",
+    "sample_morphology",
+    "sample_system",
+]
 
 CLASSES: tuple[str, ...] = ("no_sub", "cdm", "axion")
 """Substructure classes; the stored label is the index in this tuple."""
+
+SOURCE_FAMILIES: tuple[str, ...] = ("sersic", "grf", "spiral", "multi", "shapelets")
+"""Source morphology families; the stored ``source_family`` is the index in this tuple."""
 
 
 def draw(spec, rng: np.random.Generator, name: str = "value") -> float:
@@ -29,12 +43,19 @@ def draw(spec, rng: np.random.Generator, name: str = "value") -> float:
     if isinstance(spec, (list, tuple)) and len(spec) == 2:
         lo, hi = float(spec[0]), float(spec[1])
         return float(rng.uniform(lo, hi)) if hi > lo else lo
+    if isinstance(spec, dict) and set(spec) == {"choice"}:
+        options = [float(v) for v in spec["choice"]]
+        if not options:
+            raise ConfigError(f"{name}: choice needs at least one value")
+        return options[int(rng.integers(0, len(options)))] if len(options) > 1 else options[0]
     if isinstance(spec, dict) and set(spec) == {"loguniform"}:
         lo, hi = (float(v) for v in spec["loguniform"])
         if lo <= 0 or hi <= 0:
             raise ConfigError(f"{name}: loguniform bounds must be > 0")
         return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else lo
-    raise ConfigError(f"{name}: expected a number, [lo, hi] or {{loguniform: [lo, hi]}}")
+    raise ConfigError(
+        f"{name}: expected a number, [lo, hi], {{loguniform: [lo, hi]}} or {{choice: [...]}}"
+    )
 
 
 def draw_int(spec, rng: np.random.Generator, name: str) -> int:
@@ -60,6 +81,8 @@ class System:
             [e-/s/arcsec^2], masses [Msun], axion mass [eV]).
         sub_x, sub_y, sub_mass: subhalo positions [arcsec] and masses [Msun] (cdm).
         clumps: ``(K, 4)`` source knots: x, y [arcsec], peak [e-/s/arcsec^2], sigma [arcsec].
+        components: ``(K, 4)`` extra Sersic components of a ``multi`` source: x, y [arcsec],
+            amplitude at r_sersic [e-/s/arcsec^2], r_sersic [arcsec].
     """
 
     label: int
@@ -68,6 +91,7 @@ class System:
     sub_y: np.ndarray = field(default_factory=lambda: np.zeros(0))
     sub_mass: np.ndarray = field(default_factory=lambda: np.zeros(0))
     clumps: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    components: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
 
 
 def sample_system(
@@ -144,6 +168,7 @@ def sample_system(
     system = System(label=label, params=p, clumps=clumps)
     p["n_subhalos"] = 0.0
     p["subhalo_mass_total"] = 0.0
+    p["subhalo_slope"] = np.nan
     p["axion_mass"] = np.nan
     p["vortex_mass"] = np.nan
     p["vortex_angle"] = np.nan
@@ -151,9 +176,9 @@ def sample_system(
     if CLASSES[label] == "cdm":
         n = float(sub["n"])
         n_sub = int(rng.poisson(n)) if sub.get("poisson") else int(round(n))
-        mass = sample_masses(
-            rng, n_sub, float(sub["m_min"]), float(sub["m_max"]), float(sub["slope"])
-        )
+        p["subhalo_slope"] = draw(sub["slope"], rng, "subhalos.slope")
+        m_lo, m_hi = float(sub["m_min"]), float(sub["m_max"])
+        mass = sample_masses(rng, n_sub, m_lo, m_hi, p["subhalo_slope"])
         lo, hi = (float(v) for v in sub["r_range"])
         if sub.get("r_unit") == "theta_e":
             lo, hi = lo * p["theta_e"], hi * p["theta_e"]
@@ -172,7 +197,133 @@ def sample_system(
             vortex_half_length(p["axion_mass"], float(ax["length_coefficient"])),
             float(ax["max_half_length"]),
         )
+    # Draws added after the original recipe, so presets without these sections give the same
+    # systems as before: lens light switched off, source morphology, per-system LR instrument.
+    p["lens_light_off"] = 0.0
+    if float(light.get("p_off", 0.0)) > 0 and rng.uniform() < float(light["p_off"]):
+        p["lens_light_off"] = 1.0
+        p["lens_light_amp"] = 0.0
+    sample_morphology(src.get("morphology"), rng, system)
+    p.update(sample_lr_instrument(cfg.get("lr_mixture"), rng, preset))
     return system
+
+
+def sample_morphology(spec: dict | None, rng: np.random.Generator, system: System) -> None:
+    """Draw the source's morphology family and its parameters into ``system.params``.
+
+    ``spec``: ``{families: {name: weight}, grf: {...}, spiral: {...}, components: {...},
+    shapelets: {...}}`` (see ``presets/survey-mix.yaml``); None keeps the Sersic + clumps source.
+    Families (:data:`SOURCE_FAMILIES`): ``sersic`` (Sersic + clumps), ``grf`` (Sersic times
+    ``exp(amplitude * G)`` with ``G`` a unit-variance Gaussian random field of power-law spectrum),
+    ``spiral`` (a disk with logarithmic arms and a bulge), ``multi`` (2-3 offset Sersic
+    components), ``shapelets`` (random Cartesian shapelets, positive part). Every key is always
+    written (NaN when unused) so all systems share one parameter table.
+    """
+    p = system.params
+    for key in (
+        "source_grf_amp",
+        "source_grf_slope",
+        "source_grf_seed",
+        "source_spiral_arms",
+        "source_spiral_pitch",
+        "source_spiral_amp",
+        "source_spiral_phase",
+        "source_bulge_frac",
+        "source_n_components",
+        "source_shapelet_nmax",
+        "source_shapelet_beta",
+        "source_shapelet_seed",
+    ):
+        p[key] = np.nan
+    p["source_family"] = 0.0
+    if not spec:
+        return
+    fam = spec["families"]
+    names = [n for n in fam if float(fam[n]) > 0]
+    for n in names:
+        if n not in SOURCE_FAMILIES:
+            raise ConfigError(f"source.morphology.families: unknown family {n!r}")
+    if not names:
+        raise ConfigError("source.morphology.families: no family has a positive weight")
+    w = np.asarray([float(fam[n]) for n in names])
+    name = names[int(rng.choice(len(names), p=w / w.sum()))]
+    p["source_family"] = float(SOURCE_FAMILIES.index(name))
+    if name == "grf":
+        g = spec["grf"]
+        p["source_grf_amp"] = draw(g["amp"], rng, "source.morphology.grf.amp")
+        p["source_grf_slope"] = draw(g["slope"], rng, "source.morphology.grf.slope")
+        p["source_grf_seed"] = float(rng.integers(0, 2**31))
+    elif name == "spiral":
+        g = spec["spiral"]
+        p["source_spiral_arms"] = float(draw_int(g["arms"], rng, "source.morphology.spiral.arms"))
+        p["source_spiral_pitch"] = draw(g["pitch"], rng, "source.morphology.spiral.pitch")
+        p["source_spiral_amp"] = draw(g["amp"], rng, "source.morphology.spiral.amp")
+        p["source_spiral_phase"] = float(rng.uniform(0.0, 2.0 * np.pi))
+        p["source_bulge_frac"] = draw(g["bulge_frac"], rng, "source.morphology.spiral.bulge_frac")
+    elif name == "multi":
+        g = spec["components"]
+        k = draw_int(g["n"], rng, "source.morphology.components.n")
+        p["source_n_components"] = float(k)
+        extra = np.zeros((k, 4))
+        for j in range(k):
+            r = float(g["offset"]) * p["source_r_sersic"] * np.sqrt(rng.uniform())
+            t = rng.uniform(0.0, 2.0 * np.pi)
+            extra[j] = (
+                p["source_x"] + r * np.cos(t),
+                p["source_y"] + r * np.sin(t),
+                draw(g["amp"], rng, "source.morphology.components.amp") * p["source_amp"],
+                draw(g["size"], rng, "source.morphology.components.size") * p["source_r_sersic"],
+            )
+        system.components = extra
+    elif name == "shapelets":
+        g = spec["shapelets"]
+        p["source_shapelet_nmax"] = float(draw_int(g["n_max"], rng, "shapelets.n_max"))
+        p["source_shapelet_beta"] = draw(g["beta"], rng, "shapelets.beta") * p["source_r_sersic"]
+        p["source_shapelet_seed"] = float(rng.integers(0, 2**31))
+
+
+def sample_lr_instrument(
+    spec: dict | None, rng: np.random.Generator, preset: Preset
+) -> dict[str, float]:
+    """Draw one system's LR instrument from ``spec`` (the preset's ``lr_mixture`` section).
+
+    ``spec`` keys: ``psf_fwhm_pix`` (LR PSF FWHM [LR pixels]), ``exposure_time`` [s],
+    ``sky_brightness`` [e-/s/arcsec^2], ``read_noise`` [e-], each a distribution. None or
+    ``enabled: false`` gives ``{}`` (the preset's fixed LR instrument). Returns the ``lr_*``
+    parameters that :func:`lr_instrument` turns into an :class:`Instrument`.
+    """
+    if not spec or not spec.get("enabled", True):
+        return {}
+    fwhm_pix = draw(spec["psf_fwhm_pix"], rng, "lr_mixture.psf_fwhm_pix")
+    fwhm = max(fwhm_pix * preset.lr.pixel_scale, preset.hr.psf_fwhm)
+    return {
+        "lr_psf_fwhm": float(fwhm),
+        "lr_exposure_time": draw(spec["exposure_time"], rng, "lr_mixture.exposure_time"),
+        "lr_sky_brightness": draw(spec["sky_brightness"], rng, "lr_mixture.sky_brightness"),
+        "lr_read_noise": draw(spec["read_noise"], rng, "lr_mixture.read_noise"),
+    }
+
+
+def spec_max(spec) -> float:
+    """Largest value a distribution spec of :func:`draw` can take."""
+    if isinstance(spec, (list, tuple)):
+        return float(max(spec))
+    if isinstance(spec, dict):
+        return float(max(next(iter(spec.values()))))
+    return float(spec)
+
+
+def lr_instrument(preset: Preset, params: dict[str, float]) -> Instrument:
+    """The LR :class:`Instrument` of one system: the preset's, with any drawn ``lr_*`` values."""
+    if "lr_psf_fwhm" not in params:
+        return preset.lr
+    return dataclasses.replace(
+        preset.lr,
+        psf_fwhm=float(params["lr_psf_fwhm"]),
+        exposure_time=float(params["lr_exposure_time"]),
+        sky_brightness=float(params["lr_sky_brightness"]),
+        read_noise=float(params["lr_read_noise"]),
+    )
 
 
 def distances_for(preset: Preset) -> LensingDistances:

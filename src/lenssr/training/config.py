@@ -28,6 +28,11 @@ DEFAULTS: dict[str, Any] = {
         "batch_size": 16,
         "num_workers": 0,
         "augment": True,  # the 8 rotations/flips
+        # per-image normalisation: minmax (single-instrument models) | noise (background + sigma)
+        "normalization": "minmax",
+        # a preset with an lr_mixture (e.g. survey-mix): train on data.train's HR images observed
+        # on the fly by LR instruments drawn from it, anew every epoch (None: the stored LR)
+        "mixture": None,
         # Made with `lenssr simulate` when data.train / data.val are missing, so that a shipped
         # model is reproducible with one command from its config.
         "simulate": {
@@ -45,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
         "charbonnier_eps": 1.0e-3,
         "pyramid": False,  # lapsrn/hybrid: loss on every pyramid level
         "pyramid_weights": None,  # one weight per level (x2, x4, ...); default all 1
+        # sigma-head models: weight of the Gaussian negative log-likelihood of the HR target
+        # under the predicted per-pixel 1-sigma (the mean is detached in that term)
+        "sigma_weight": 0.0,
     },
     "optim": {"lr": 2.0e-4, "weight_decay": 0.0, "betas": [0.9, 0.99], "grad_clip": None},
     "schedule": {"warmup_steps": 100, "total_steps": None, "min_lr_ratio": 0.0},
@@ -187,6 +195,10 @@ def validate_config(config: dict[str, Any], origin: str = "") -> dict[str, Any]:
     if data["patch_size"] is None:
         raise ConfigError("data.patch_size must be set (LR pixels)")
     _num(full, "data", "num_workers")
+    if data["normalization"] not in ("minmax", "noise"):
+        raise ConfigError(
+            f"data.normalization must be minmax or noise, got {data['normalization']!r}"
+        )
     _num(full, "data", "val_fraction")
     if not 0 <= data["val_fraction"] < 1:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {data['val_fraction']!r}")
@@ -196,6 +208,7 @@ def validate_config(config: dict[str, Any], origin: str = "") -> dict[str, Any]:
         raise ConfigError(f"loss.type {loss['type']!r} unknown (use {', '.join(_LOSS_TYPES)})")
     _num(full, "loss", "ssim_weight")
     _num(full, "loss", "charbonnier_eps", positive=True)
+    _num(full, "loss", "sigma_weight")
     weights = loss["pyramid_weights"]
     if weights is not None and (
         not isinstance(weights, list) or not all(isinstance(w, int | float) for w in weights)

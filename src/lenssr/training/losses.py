@@ -138,6 +138,15 @@ def pyramid_loss(
     return total / wsum
 
 
+def gaussian_nll(mean: Tensor, log_sigma: Tensor, target: Tensor) -> Tensor:
+    """Mean Gaussian negative log-likelihood ``0.5 ((target - mean) / sigma)^2 + log sigma``
+    (constant dropped); ``log_sigma`` is clamped to [-12, 3] for stability. All ``(B, 1, H, W)``.
+    """
+    ls = log_sigma.float().clamp(-12.0, 3.0)
+    z = (target.float() - mean.float()) * torch.exp(-ls)
+    return (0.5 * z * z + ls).mean()
+
+
 class SRLoss(nn.Module):
     """The training loss: ``model(lr)`` against ``hr`` (or every pyramid level when asked)."""
 
@@ -146,9 +155,17 @@ class SRLoss(nn.Module):
         self.pixel = make_pixel_loss(cfg)
         self.pyramid = bool(cfg.get("pyramid", False))
         self.weights = cfg.get("pyramid_weights")
+        self.sigma_weight = float(cfg.get("sigma_weight", 0.0) or 0.0)
 
     def forward(self, outputs: Tensor | Sequence[Tensor], hr: Tensor) -> Tensor:
-        """``outputs``: the SR batch, or the list of pyramid levels when ``pyramid`` is on."""
+        """``outputs``: the SR batch, or the list of pyramid levels when ``pyramid`` is on; a
+        ``(B, 2, H, W)`` batch (sigma-head models) is the image and its log 1-sigma."""
+        if not self.pyramid and outputs.shape[1] == 2:
+            mean, log_sigma = outputs[:, :1], outputs[:, 1:]
+            loss = self.pixel(mean.float(), hr.float())
+            if self.sigma_weight > 0:
+                loss = loss + self.sigma_weight * gaussian_nll(mean.detach(), log_sigma, hr)
+            return loss
         if self.pyramid:
             return pyramid_loss(list(outputs), hr, self.pixel, self.weights)
         return self.pixel(outputs.float(), hr.float())

@@ -97,18 +97,24 @@ class EpochItems(Dataset):
 class _Forward(nn.Module):
     """What DDP wraps: the model's plain forward, its forward at ``scale``, or its pyramid."""
 
-    def __init__(self, model: nn.Module, scale: int | None, pyramid: bool) -> None:
+    def __init__(
+        self, model: nn.Module, scale: int | None, pyramid: bool, with_sigma: bool = False
+    ) -> None:
         super().__init__()
         self.model = model
         self.scale = scale
         self.pyramid = pyramid
+        self.with_sigma = with_sigma
 
-    def forward(self, x: Tensor) -> Tensor | list[Tensor]:
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor | list[Tensor]:
+        kw = {} if cond is None else {"cond": cond}
         if self.pyramid:
-            return list(self.model.forward_pyramid(x))
+            return list(self.model.forward_pyramid(x, **kw))
+        if self.with_sigma:
+            return self.model.forward_with_sigma(x, scale=self.scale, **kw)
         if self.scale is None:
-            return self.model(x)
-        return self.model(x, scale=self.scale)
+            return self.model(x, **kw)
+        return self.model(x, scale=self.scale, **kw)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -248,7 +254,13 @@ class Trainer:
             Console(stderr=True).print(msg, highlight=False)
 
     def _setup_data(self) -> None:
-        from lenssr.data import Normalization, PairDataset, open_pairs, open_train_val
+        from lenssr.data import (
+            MixturePairDataset,
+            Normalization,
+            PairDataset,
+            open_pairs,
+            open_train_val,
+        )
 
         dcfg = self.cfg["data"]
         seed = int(self.cfg["seed"])
@@ -257,27 +269,33 @@ class Trainer:
             "an .h5 file, DeepLense folder or .zip",
         )  # fmt: skip
         self.data_scale = int(train_src.scale)
-        self.normalization = Normalization()
-        self.train_ds = PairDataset(
-            train_src,
-            indices=list(train_idx),
-            patch_size=dcfg["patch_size"],
-            augment=bool(dcfg["augment"]),
-            normalization=self.normalization,
-            seed=seed,
-        )
+        self.normalization = Normalization(dcfg["normalization"])
+        self.conditioned = int(self.cfg["model"].get("cond_dim", 0) or 0) > 0
+        common = {"normalization": self.normalization, "seed": seed}
+        if dcfg["mixture"]:
+            self.train_ds = MixturePairDataset(
+                train_src, dcfg["mixture"], indices=list(train_idx),
+                patch_size=dcfg["patch_size"], augment=bool(dcfg["augment"]), **common,
+            )  # fmt: skip
+            self.train_ds.conditioned = self.conditioned
+        else:
+            self.train_ds = PairDataset(
+                train_src, indices=list(train_idx), patch_size=dcfg["patch_size"],
+                augment=bool(dcfg["augment"]), conditioned=self.conditioned, **common,
+            )  # fmt: skip
         self.val_ds = (
             PairDataset(
                 val_src,
                 indices=val_idx,
                 patch_size=None,
                 augment=False,
-                normalization=self.normalization,
-                seed=seed,
-            )
+                conditioned=self.conditioned,
+                **common,
+            )  # fmt: skip
             if val_idx
             else None
         )
+        self.instrument_range = self._instrument_range(dcfg) if self.conditioned else None
         bs = dcfg["batch_size"]
         per_rank = math.ceil(len(self.train_ds) / self.info.world_size)
         if per_rank < bs:
@@ -318,6 +336,29 @@ class Trainer:
             "scale": self.data_scale,
             "patch_size_lr": dcfg["patch_size"],
         }
+
+    def _instrument_range(self, dcfg: dict[str, Any]) -> dict[str, Any]:
+        """The instrument range the model is trained on (stored in its descriptor): the
+        mixture's PSF range and the 1-99% range of the relative noise of 256 training items."""
+        n = min(256, len(self.train_ds))
+        conds = np.stack([self.train_ds[j][2].numpy() for j in range(n)])
+        rng: dict[str, Any] = {
+            "psf_fwhm_pix": [float(conds[:, 0].min()), float(conds[:, 0].max())],
+            "log10_noise": [
+                float(np.percentile(conds[:, 1], 1)),
+                float(np.percentile(conds[:, 1], 99)),
+            ],
+        }
+        if dcfg["mixture"]:
+            from lenssr.simulation.presets import resolve_preset
+            from lenssr.simulation.sampling import spec_max
+
+            preset = resolve_preset(dcfg["mixture"])
+            spec = preset.config["lr_mixture"]["psf_fwhm_pix"]
+            low = min(spec) if isinstance(spec, list) else float(spec)
+            rng["psf_fwhm_pix"] = [float(low), spec_max(spec)]
+            rng["mixture"] = preset.name
+        return rng
 
     def _setup_model(self) -> None:
         from lenssr.models import create_model
@@ -366,6 +407,9 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=len(scales) > 1,
             )
+        self.with_sigma = bool(getattr(model, "has_sigma", False))
+        if self.with_sigma and not pyramid:
+            self.forward.with_sigma = True
         self.eval_forward = _Forward(model, fwd_scale, pyramid=False)
         decay = self.cfg["ema"]["decay"]
         self.ema = EMA(model, decay) if decay else None
@@ -385,7 +429,16 @@ class Trainer:
 
     # ----------------------------------------------------------------------- checkpoints
     def _extra(self, weights: str, metrics: dict[str, float] | None) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.conditioned:
+            from lenssr.data.conditioning import CONDITION_NAMES
+
+            extra["conditioning"] = {
+                "inputs": list(CONDITION_NAMES),
+                "range": self.instrument_range,
+            }
         return {
+            **extra,
             "normalization": self.normalization.to_dict(),
             "training": {
                 "config": self.cfg,
@@ -499,8 +552,10 @@ class Trainer:
         model.eval()
         fwd = _Forward(model, self.eval_forward.scale, pyramid=False)
         psnrs, ssims = [], []
-        for lr, hr in self.val_loader:
-            sr = fwd(lr.to(self.device)).float()
+        for batch in self.val_loader:
+            lr, hr = batch[0], batch[1]
+            cond = batch[2].to(self.device) if len(batch) > 2 else None
+            sr = fwd(lr.to(self.device), cond).float()
             hr = hr.to(self.device).float()
             psnrs.append(psnr_batch(sr, hr).double().cpu())
             if min(hr.shape[-2:]) >= 7:
@@ -514,9 +569,11 @@ class Trainer:
             "val_images": int(len(p)),
         }
 
-    def _train_step(self, lr: Tensor, hr: Tensor) -> float:
+    def _train_step(self, lr: Tensor, hr: Tensor, cond: Tensor | None = None) -> float:
         lr = lr.to(self.device, non_blocking=True)
         hr = hr.to(self.device, non_blocking=True)
+        if cond is not None:
+            cond = cond.to(self.device, non_blocking=True)
         ocfg, scfg = self.cfg["optim"], self.cfg["schedule"]
         factor = lr_factor(
             self.step, int(scfg["warmup_steps"]), self._progress(), float(scfg["min_lr_ratio"])
@@ -528,7 +585,7 @@ class Trainer:
         with torch.autocast(
             self.device.type, dtype=self.amp_dtype or torch.float32, enabled=amp_on
         ):
-            out = self.net(lr)
+            out = self.net(lr) if cond is None else self.net(lr, cond)
             loss = self.criterion(out, hr)
         if not torch.isfinite(loss):
             raise LenssrError(
@@ -665,8 +722,7 @@ class Trainer:
                     advance(self.step)
                 batches = self._batches()
                 while not done:
-                    lr, hr = next(batches)
-                    loss = self._train_step(lr, hr)
+                    loss = self._train_step(*next(batches))
                     self.losses.append(loss)
                     self.step += 1
                     smooth = loss if smooth is None else 0.95 * smooth + 0.05 * loss
