@@ -4,6 +4,7 @@ load_model, and the NaN guard that keeps the last good checkpoint."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from pathlib import Path
@@ -340,3 +341,93 @@ def test_cli_gan_with_vgg_weights(gan_data, vgg_file: Path, tmp_path: Path, caps
         )
     assert exc.value.code == 2
     assert "VGG weights not found" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ resume, hook, clipping
+
+
+def test_resume_continues_gan_training_exactly(gan_data, tmp_path: Path):
+    from safetensors.torch import load_file
+
+    pairs, init = gan_data
+    full = tiny_gan_config(pairs, init, tmp_path / "full", steps=8, adversarial="wgan-gp")
+    full["schedule"]["total_steps"] = 8
+    full["log"]["tensorboard"] = False
+    GANTrainer(full, quiet=True).run()
+    part = copy.deepcopy(full)
+    part["checkpoint"]["dir"] = str(tmp_path / "part")
+    part["budget"]["steps"] = 4
+    GANTrainer(part, quiet=True).run()
+    with pytest.raises(ConfigError, match="--resume"):
+        GANTrainer({**part, "budget": {"steps": 8}}, quiet=True).run()
+    resumed = GANTrainer({**part, "budget": {"steps": 8}}, quiet=True, resume=True)
+    resumed.run()
+    assert len(resumed.g_losses) == 4 and resumed.step == 8
+    assert [h["step"] for h in resumed.history] == [2, 4, 6, 8]
+    for stem in ("last", "generator"):
+        a = load_file(tmp_path / "full" / f"{stem}.safetensors")
+        b = load_file(tmp_path / "part" / f"{stem}.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), stem
+    sa = torch.load(tmp_path / "full" / "last.state.pt", weights_only=False)
+    sb = torch.load(tmp_path / "part" / "last.state.pt", weights_only=False)
+    for k in sa["discriminator"]:
+        assert torch.equal(sa["discriminator"][k], sb["discriminator"][k]), k
+
+
+def test_on_validation_ends_a_gan_run(gan_data, tmp_path: Path):
+    pairs, init = gan_data
+    seen: list[int] = []
+
+    def hook(step: int, metrics: dict[str, float]) -> None:
+        assert math.isfinite(metrics["val_psnr"])
+        seen.append(step)
+        if step == 4:
+            raise KeyboardInterrupt("pruned")
+
+    trainer = GANTrainer(tiny_gan_config(pairs, init, tmp_path, steps=10), quiet=True)
+    trainer.on_validation = hook
+    with pytest.raises(KeyboardInterrupt, match="pruned"):
+        trainer.run()
+    assert seen == [2, 4] and trainer.step == 4
+    assert not (tmp_path / "generator.safetensors").exists()
+
+
+@pytest.mark.parametrize("clip", [None, 1e-3])
+def test_grad_clip_bounds_generator_and_discriminator_gradients(
+    gan_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clip
+):
+    pairs, init = gan_data
+    norms: list[float] = []
+    original = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    cfg = tiny_gan_config(pairs, init, tmp_path, steps=3)
+    cfg["optim"]["grad_clip"] = clip
+    GANTrainer(cfg, quiet=True).run()
+    assert len(norms) == 6  # 3 discriminator and 3 generator steps
+    if clip is None:
+        assert min(norms) > 1e-2
+    else:
+        assert max(norms) <= clip * (1 + 1e-4)
+
+
+def test_cli_gan_resume(gan_data, tmp_path: Path, capsys):
+    pairs, init = gan_data
+    cfg = tiny_gan_config(pairs, init, tmp_path / "run", steps=2)
+    cfg["log"]["tensorboard"] = False
+    path = tmp_path / "gan.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exc:
+        main(["gan", "-c", str(path), "-q"])
+    assert exc.value.code == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["gan", "-c", str(path), "-q", "--resume", "--set", "budget.steps=4"])
+    assert exc.value.code == 0
+    assert (
+        load_model(tmp_path / "run" / "generator", device="cpu").descriptor["training"]["step"] == 4
+    )

@@ -270,3 +270,88 @@ def test_cli_pretrain_runs_from_yaml(blob_pairs: Path, tmp_path: Path, capsys, p
     assert printed.endswith("pretrained.safetensors") and Path(printed).is_file()
     saved = json.loads((tmp_path / "run" / "pretrained.json").read_text())
     assert saved["training"]["config"]["pretrain"]["noise"]["types"] == ["poisson"]
+
+
+# ------------------------------------------------------------------ resume, hook, clipping
+
+
+def _files_equal(a: Path, b: Path, stems: tuple[str, ...]) -> None:
+    from safetensors.torch import load_file
+
+    for stem in stems:
+        wa, wb = load_file(a / f"{stem}.safetensors"), load_file(b / f"{stem}.safetensors")
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            assert torch.equal(wa[k], wb[k]), (stem, k)
+
+
+def test_resume_continues_pretraining_exactly(blob_pairs: Path, tmp_path: Path, pretrain_config):
+    sections = {"schedule": {"total_steps": 12}, "val": {"every_steps": 3}}
+    full = pretrain_config(blob_pairs, tmp_path / "full", steps=12, **sections)
+    Pretrainer(full, quiet=True).run()
+    part = pretrain_config(blob_pairs, tmp_path / "part", steps=6, **sections)
+    Pretrainer(part, quiet=True).run()
+    with pytest.raises(ConfigError, match="--resume"):
+        Pretrainer({**part, "budget": {"steps": 12}}, quiet=True).run()
+    resumed = Pretrainer({**part, "budget": {"steps": 12}}, quiet=True, resume=True)
+    resumed.run()
+    assert len(resumed.losses) == 6 and resumed.step == 12  # only the missing steps ran
+    _files_equal(tmp_path / "full", tmp_path / "part", ("last", "pretrained"))
+    assert [h["step"] for h in resumed.history] == [3, 6, 9, 12]
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        Pretrainer(pretrain_config(blob_pairs, tmp_path / "none"), quiet=True, resume=True).run()
+
+
+def test_on_validation_sees_every_validation_and_can_end_the_run(
+    blob_pairs: Path, tmp_path: Path, pretrain_config
+):
+    seen: list[tuple[int, float]] = []
+
+    def hook(step: int, metrics: dict[str, float]) -> None:
+        seen.append((step, metrics["val_loss"]))
+        if step == 6:
+            raise KeyboardInterrupt("stop here")
+
+    cfg = pretrain_config(blob_pairs, tmp_path, steps=20, val={"every_steps": 3})
+    runner = Pretrainer(cfg, quiet=True, on_validation=hook)
+    with pytest.raises(KeyboardInterrupt, match="stop here"):
+        runner.run()
+    assert [s for s, _ in seen] == [3, 6] and runner.step == 6
+    assert all(math.isfinite(v) for _, v in seen)
+    assert (tmp_path / "last.state.pt").is_file()  # the ended run can be resumed
+
+
+@pytest.mark.parametrize("clip", [None, 1e-3])
+def test_grad_clip_bounds_the_gradient_norm_of_every_step(
+    blob_pairs: Path, tmp_path: Path, pretrain_config, monkeypatch: pytest.MonkeyPatch, clip
+):
+    norms: list[float] = []
+    original = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    cfg = pretrain_config(blob_pairs, tmp_path, steps=4, optim={"grad_clip": clip})
+    Pretrainer(cfg, quiet=True).run()
+    assert len(norms) == 4
+    if clip is None:
+        assert min(norms) > 1e-2  # the unclipped norms the clip below must act on
+    else:
+        assert max(norms) <= clip * (1 + 1e-4)
+
+
+def test_cli_pretrain_resume(blob_pairs: Path, tmp_path: Path, capsys, pretrain_config):
+    cfg = pretrain_config(blob_pairs, tmp_path / "run", steps=2, val={"every_steps": 2})
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SystemExit) as exc:
+        main(["pretrain", "-c", str(path), "-q"])
+    assert exc.value.code == 0
+    with pytest.raises(SystemExit) as exc:
+        main(["pretrain", "-c", str(path), "-q", "--resume", "--set", "budget.steps=4"])
+    assert exc.value.code == 0
+    _, desc = load_checkpoint(tmp_path / "run" / "last.safetensors")
+    assert desc["training"]["step"] == 4

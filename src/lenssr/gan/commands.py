@@ -23,6 +23,9 @@ def gan_command(
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output directory."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in the output directory exactly."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
 ) -> None:
     """GAN fine-tuning of the pretrained hybrid (PatchGAN or SRGAN discriminator).
@@ -33,7 +36,9 @@ def gan_command(
     from lenssr.gan.trainer import load_gan_config, train_gan
 
     cfg = load_gan_config(config, overrides)
-    path = train_gan(cfg, vgg_weights=vgg_weights, init=init, out=out, device=device, quiet=quiet)
+    path = train_gan(
+        cfg, vgg_weights=vgg_weights, init=init, out=out, device=device, quiet=quiet, resume=resume
+    )
     typer.echo(str(path))
 
 

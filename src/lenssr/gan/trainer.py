@@ -20,14 +20,19 @@ checkpoints are only written from finite weights, so the last good one is kept. 
     config.yaml                      the full, validated config
     last.safetensors / .json         EMA generator at the latest validation (hybrid checkpoint)
     generator.safetensors / .json    EMA generator at the end of the run (the result)
+    last.state.pt                    raw generator, discriminator, optimisers, EMA and RNG
+                                     states: what ``--resume`` needs to continue exactly
     tb/                              TensorBoard: g_loss and its parts, d_loss, val metrics
+
+``on_validation(step, metrics)`` is called after each validation (after ``last.*`` is
+written); an exception it raises (``optuna.TrialPruned``, ...) ends the run. ``optim.grad_clip``
+clips the generator's and the discriminator's gradient norms.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +44,15 @@ from torch.utils.data import DataLoader
 
 from lenssr.errors import ConfigError, LenssrError
 from lenssr.gan.losses import ADVERSARIAL_TYPES, AdversarialLoss
-from lenssr.pretrain.pretrain import check_finite, weights_finite
+from lenssr.pretrain.pretrain import ValidationCallback, check_finite, weights_finite
+from lenssr.pretrain.resume import (
+    ResumableBatches,
+    check_output_dir,
+    load_state,
+    rng_state,
+    save_state,
+    set_rng_state,
+)
 
 #: The ``gan:`` section (all other sections are the supervised trainer's).
 GAN_DEFAULTS: dict[str, Any] = {
@@ -159,7 +172,9 @@ class GANTrainer:
 
     ``vgg_weights`` (or ``gan.perceptual.vgg_weights``) selects VGG-19 perceptual features;
     ``init`` overrides ``config["init"]`` (the generator checkpoint); ``out`` overrides
-    ``checkpoint.dir``; ``device`` overrides ``config["device"]``.
+    ``checkpoint.dir``; ``device`` overrides ``config["device"]``. ``resume`` continues the run
+    in ``checkpoint.dir`` exactly from its ``last.state.pt``. ``on_validation(step, metrics)``
+    is called after each validation; any exception it raises ends the run.
     """
 
     def __init__(
@@ -171,6 +186,8 @@ class GANTrainer:
         out: str | Path | None = None,
         device: str | None = None,
         quiet: bool = False,
+        resume: bool = False,
+        on_validation: ValidationCallback | None = None,
     ) -> None:
         cfg = validate_gan_config(config)
         if vgg_weights is not None:
@@ -184,6 +201,8 @@ class GANTrainer:
         self.cfg = cfg
         self.out = Path(cfg["checkpoint"]["dir"])
         self.quiet = quiet
+        self.resume = resume
+        self.on_validation = on_validation
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.g_losses: list[float] = []
@@ -307,6 +326,7 @@ class GANTrainer:
         check_finite(loss, "the discriminator loss", self.step, self.last_good)
         self.d_opt.zero_grad(set_to_none=True)
         loss.backward()
+        self._clip(self.discriminator)
         self.d_opt.step()
         return float(loss.detach()), logs
 
@@ -326,6 +346,12 @@ class GANTrainer:
         terms["total"] = sum(w[k] * terms[k] for k in ("pixel", "perceptual", "adversarial"))
         return terms
 
+    def _clip(self, model: nn.Module) -> None:
+        """Clip the gradient norm of ``model`` to ``optim.grad_clip`` (when set)."""
+        clip = self.cfg["optim"]["grad_clip"]
+        if clip:
+            nn.utils.clip_grad_norm_(model.parameters(), float(clip))
+
     def generator_step(self, lr: Tensor, hr: Tensor) -> dict[str, float]:
         """One generator update (discriminator frozen); returns the loss terms."""
         self.discriminator.requires_grad_(False)
@@ -336,9 +362,7 @@ class GANTrainer:
             terms["total"].backward()
         finally:
             self.discriminator.requires_grad_(True)
-        clip = self.cfg["optim"]["grad_clip"]
-        if clip:
-            nn.utils.clip_grad_norm_(self.generator.parameters(), float(clip))
+        self._clip(self.generator)
         self.g_opt.step()
         if self.ema is not None:
             self.ema.update(self.generator)
@@ -419,11 +443,58 @@ class GANTrainer:
                     if key != "step":
                         writer.add_scalar(f"val/{key.removeprefix('val_')}", value, self.step)
         self.last_metrics = metrics
-        self.last_good = self._save("last", metrics) or self.last_good
+        saved = self._save("last", metrics)
+        if saved is not None:
+            self.last_good = saved
+            save_state(self.out, self._state())
+        if metrics is not None and self.on_validation is not None:
+            self.on_validation(self.step, dict(metrics))
+
+    def _state(self) -> dict[str, Any]:
+        """Everything besides the config that an exact resume needs (``last.safetensors`` holds
+        the EMA generator, so the raw one is stored here)."""
+        return {
+            "step": self.step,
+            "batches": self.batches.state_dict(),
+            "elapsed_s": self._elapsed(),
+            "history": self.history,
+            "last_metrics": self.last_metrics,
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "g_opt": self.g_opt.state_dict(),
+            "d_opt": self.d_opt.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": rng_state(),
+            "gp_gen": self.gp_gen.get_state(),
+        }
+
+    def _load_state(self) -> None:
+        """Continue from ``last.state.pt`` (``--resume``)."""
+        state = load_state(self.out)
+        try:
+            self.generator.load_state_dict(state["generator"], strict=True)
+            self.discriminator.load_state_dict(state["discriminator"], strict=True)
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"--resume: the run in {self.out} does not match the configured generator or "
+                f"discriminator ({str(exc).splitlines()[0]})"
+            ) from exc
+        self.g_opt.load_state_dict(state["g_opt"])
+        self.d_opt.load_state_dict(state["d_opt"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.step = int(state["step"])
+        self.batches.load_state_dict(state["batches"])
+        self.elapsed_before = float(state["elapsed_s"])
+        self.history = list(state["history"])
+        self.last_metrics = state["last_metrics"]
+        self.gp_gen.set_state(state["gp_gen"])
+        set_rng_state(state["rng"])
+        self.last_good = self.out / "last.safetensors"
 
     # ------------------------------------------------------------------------------ loop
     def _elapsed(self) -> float:
-        return time.monotonic() - self.t0
+        return self.elapsed_before + time.monotonic() - self.t0
 
     def _progress(self) -> float:
         budget = self.cfg["budget"]
@@ -439,23 +510,6 @@ class GANTrainer:
             return True
         return budget["minutes"] is not None and self._elapsed() >= 60 * budget["minutes"]
 
-    def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
-        gen = torch.Generator().manual_seed(int(self.cfg["seed"]))
-        loader = DataLoader(
-            self.train_ds,
-            batch_size=self.cfg["data"]["batch_size"],
-            shuffle=True,
-            drop_last=True,
-            num_workers=int(self.cfg["data"]["num_workers"]),
-            generator=gen,
-        )
-        epoch = 0
-        while True:
-            self.train_ds.set_epoch(epoch)
-            for lr, hr in loader:
-                yield lr.to(self.device), hr.to(self.device)
-            epoch += 1
-
     def run(self) -> Path:
         """Train within the budget; returns ``<dir>/generator.safetensors``."""
         from lenssr.device import resolve_device, set_cpu_threads
@@ -463,18 +517,25 @@ class GANTrainer:
 
         self.device = resolve_device(self.cfg["device"])
         set_cpu_threads(self.device, self.cfg["threads"])
-        if (self.out / "generator.safetensors").exists():
-            raise ConfigError(f"{self.out} already holds a GAN run; choose another --out")
+        check_output_dir(self.out, self.resume, "generator.safetensors")
         self.out.mkdir(parents=True, exist_ok=True)
         seed = int(self.cfg["seed"])
         torch.manual_seed(seed)
         self._setup_data()
         self._setup_models()
-        (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+        dcfg = self.cfg["data"]
+        self.batches = ResumableBatches(
+            self.train_ds, dcfg["batch_size"], seed, int(dcfg["num_workers"])
+        )
         self.gp_gen = torch.Generator().manual_seed(seed + 2)
-        self.t0 = time.monotonic()
         self.last_good: Path | None = None
         self.last_metrics: dict[str, float] | None = None
+        self.elapsed_before = 0.0
+        if self.resume:
+            self._load_state()
+        else:
+            (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+        self.t0 = time.monotonic()
         self.current_lr = 0.0
         gcfg = self.cfg["gan"]
         writer = None
@@ -491,12 +552,14 @@ class GANTrainer:
             f"perceptual {self.perceptual_kind}, {self.data_info['n_train']} pairs "
             f"({self.device}) -> {self.out}"
         )
-        batches = self._batches()
+        batches = ((lr.to(self.device), hr.to(self.device)) for lr, hr, *_ in iter(self.batches))
         g_smooth = d_smooth = None
         try:
             with progress_bar(
                 self.cfg["budget"]["steps"], f"gan {disc_name}", enabled=not self.quiet
             ) as advance:
+                if self.step:
+                    advance(self.step)
                 done = self._done()
                 while not done:
                     self._set_lr()
@@ -543,10 +606,22 @@ def train_gan(
     out: str | Path | None = None,
     device: str | None = None,
     quiet: bool = False,
+    resume: bool = False,
+    on_validation: ValidationCallback | None = None,
 ) -> Path:
     """GAN fine-tuning as ``config`` says; returns ``generator.safetensors``, a normal
-    checkpoint of the generator's architecture (loadable by ``lenssr.inference.load_model``)."""
+    checkpoint of the generator's architecture (loadable by ``lenssr.inference.load_model``).
+
+    ``resume`` continues an interrupted run exactly; ``on_validation(step, metrics)`` is called
+    after each validation and may raise to end the run (see :class:`GANTrainer`)."""
     trainer = GANTrainer(
-        config, vgg_weights=vgg_weights, init=init, out=out, device=device, quiet=quiet
+        config,
+        vgg_weights=vgg_weights,
+        init=init,
+        out=out,
+        device=device,
+        quiet=quiet,
+        resume=resume,
+        on_validation=on_validation,
     )
     return trainer.run()

@@ -14,6 +14,9 @@ def pretrain_command(
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Output directory."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in the output directory exactly."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
 ) -> None:
     """Denoising-autoencoder pretraining of the hybrid on LR images alone.
@@ -24,7 +27,7 @@ def pretrain_command(
     from lenssr.pretrain.pretrain import load_pretrain_config, pretrain
 
     cfg = load_pretrain_config(config, overrides)
-    typer.echo(str(pretrain(cfg, out=out, device=device, quiet=quiet)))
+    typer.echo(str(pretrain(cfg, out=out, device=device, quiet=quiet, resume=resume)))
 
 
 def register(app: typer.Typer) -> None:

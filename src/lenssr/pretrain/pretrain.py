@@ -29,7 +29,11 @@ and the warm-up + cosine schedule, the EMA of the weights, the losses, and
     config.yaml                       the full, validated config
     pretrained.safetensors / .json    EMA weights with the lowest validation loss (the result)
     last.safetensors / .json          the latest raw weights (written every val.every_steps)
+    last.state.pt                     what ``--resume`` needs to continue exactly
     tb/                               TensorBoard logs
+
+``on_validation(step, metrics)`` is called after each validation (after the checkpoints are
+written); an exception it raises (``optuna.TrialPruned``, ...) ends the run.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,17 @@ from torch.utils.data import DataLoader
 
 from lenssr.errors import ConfigError, LenssrError
 from lenssr.pretrain.noise import DEFAULT_INTENSITY, NOISE_FUNCTIONS, NoiseSampler
+from lenssr.pretrain.resume import (
+    ResumableBatches,
+    check_output_dir,
+    load_state,
+    rng_state,
+    save_state,
+    set_rng_state,
+)
+
+#: ``on_validation(step, metrics)``: called after each validation; raising ends the run.
+ValidationCallback = Callable[[int, dict[str, float]], None]
 
 #: The ``pretrain:`` section (all other sections are the supervised trainer's).
 PRETRAIN_DEFAULTS: dict[str, Any] = {
@@ -161,6 +176,9 @@ class Pretrainer:
 
     ``config``: a (partial) config dict (validated here); ``out`` overrides
     ``checkpoint.dir``, ``device`` overrides ``config["device"]``; ``quiet`` silences it.
+    ``resume`` continues the run in ``checkpoint.dir`` exactly from its ``last.state.pt``.
+    ``on_validation(step, metrics)`` is called after each validation; any exception it raises
+    ends the run (the checkpoints of that validation are written first).
     """
 
     def __init__(
@@ -170,6 +188,8 @@ class Pretrainer:
         out: str | Path | None = None,
         device: str | None = None,
         quiet: bool = False,
+        resume: bool = False,
+        on_validation: ValidationCallback | None = None,
     ) -> None:
         cfg = validate_pretrain_config(config)
         if out is not None:
@@ -179,7 +199,9 @@ class Pretrainer:
         self.cfg = cfg
         self.out = Path(cfg["checkpoint"]["dir"])
         self.quiet = quiet
-        self.losses: list[float] = []  # training loss per step
+        self.resume = resume
+        self.on_validation = on_validation
+        self.losses: list[float] = []  # training loss per step (of this process)
         self.history: list[dict[str, float]] = []  # validation results
         self.step = 0
 
@@ -327,29 +349,13 @@ class Pretrainer:
         return max(parts)
 
     def _elapsed(self) -> float:
-        return time.monotonic() - self.t0
+        return self.elapsed_before + time.monotonic() - self.t0
 
     def _done(self) -> bool:
         budget = self.cfg["budget"]
         if budget["steps"] is not None and self.step >= budget["steps"]:
             return True
         return budget["minutes"] is not None and self._elapsed() >= 60 * budget["minutes"]
-
-    def _batches(self) -> Iterator[Any]:
-        epoch = 0
-        gen = torch.Generator().manual_seed(int(self.cfg["seed"]))
-        loader = DataLoader(
-            self.train_ds,
-            batch_size=self.cfg["data"]["batch_size"],
-            shuffle=True,
-            drop_last=True,
-            num_workers=int(self.cfg["data"]["num_workers"]),
-            generator=gen,
-        )
-        while True:
-            self.train_ds.set_epoch(epoch)
-            yield from loader
-            epoch += 1
 
     def train_step(self, batch: Any) -> float:
         """One optimisation step; returns the loss. Stops on a NaN/inf loss."""
@@ -412,7 +418,51 @@ class Pretrainer:
                 self.best = metrics["val_loss"]
                 w = "ema" if self.ema is not None else "raw"
                 self._save("pretrained", self._eval_model(), w, metrics)
-        self.last_good = self._save("last", self.model, "raw", metrics) or self.last_good
+        saved = self._save("last", self.model, "raw", metrics)
+        if saved is not None:
+            self.last_good = saved
+            save_state(self.out, self._state())
+        if metrics is not None and self.on_validation is not None:
+            self.on_validation(self.step, dict(metrics))
+
+    def _state(self) -> dict[str, Any]:
+        """Everything besides ``last.safetensors`` that an exact resume needs."""
+        return {
+            "step": self.step,
+            "batches": self.batches.state_dict(),
+            "elapsed_s": self._elapsed(),
+            "best": self.best,
+            "history": self.history,
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": rng_state(),
+            "noise_gen": self.noise_gen.get_state(),
+        }
+
+    def _load_state(self) -> None:
+        """Continue from ``last.safetensors`` + ``last.state.pt`` (``--resume``)."""
+        from safetensors.torch import load_file
+
+        state = load_state(self.out)
+        weights = self.out / "last.safetensors"
+        try:
+            self.model.load_state_dict(load_file(str(weights), device="cpu"), strict=True)
+        except (RuntimeError, FileNotFoundError) as exc:
+            raise ConfigError(
+                f"--resume: {weights} does not match the configured model "
+                f"({str(exc).splitlines()[0]})"
+            ) from exc
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.step = int(state["step"])
+        self.batches.load_state_dict(state["batches"])
+        self.elapsed_before = float(state["elapsed_s"])
+        self.best = float(state["best"])
+        self.history = list(state["history"])
+        self.noise_gen.set_state(state["noise_gen"])
+        set_rng_state(state["rng"])
+        self.last_good = weights
 
     # ------------------------------------------------------------------------------ run
     def run(self) -> Path:
@@ -422,18 +472,25 @@ class Pretrainer:
 
         self.device = resolve_device(self.cfg["device"])
         set_cpu_threads(self.device, self.cfg["threads"])
-        if (self.out / "pretrained.safetensors").exists():
-            raise ConfigError(f"{self.out} already holds a pretraining run; choose another --out")
+        check_output_dir(self.out, self.resume, "pretrained.safetensors")
         self.out.mkdir(parents=True, exist_ok=True)
         seed = int(self.cfg["seed"])
         torch.manual_seed(seed)
         self.target = self.cfg["pretrain"]["target"]
         self._setup_data()
         self._setup_model()
-        (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+        dcfg = self.cfg["data"]
+        self.batches = ResumableBatches(
+            self.train_ds, dcfg["batch_size"], seed, int(dcfg["num_workers"])
+        )
         self.noise_gen = torch.Generator().manual_seed(seed + 1)
-        self.t0 = time.monotonic()
         self.best, self.last_good, self.current_lr = math.inf, None, 0.0
+        self.elapsed_before = 0.0
+        if self.resume:
+            self._load_state()
+        else:
+            (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+        self.t0 = time.monotonic()
         self.last_noise = ("", 0.0)
         writer = None
         if self.cfg["log"]["tensorboard"]:
@@ -453,7 +510,9 @@ class Pretrainer:
             with progress_bar(
                 self.cfg["budget"]["steps"], f"pretrain {name}", enabled=not self.quiet
             ) as advance:
-                batches = self._batches()
+                if self.step:
+                    advance(self.step)
+                batches = iter(self.batches)
                 done = self._done()
                 while not done:
                     loss = self.train_step(next(batches))
@@ -487,7 +546,15 @@ def pretrain(
     out: str | Path | None = None,
     device: str | None = None,
     quiet: bool = False,
+    resume: bool = False,
+    on_validation: ValidationCallback | None = None,
 ) -> Path:
     """Run denoising pretraining as ``config`` says; returns ``pretrained.safetensors``, a
-    normal hybrid checkpoint for ``lenssr train --init`` and ``lenssr gan``."""
-    return Pretrainer(config, out=out, device=device, quiet=quiet).run()
+    normal hybrid checkpoint for ``lenssr train --init`` and ``lenssr gan``.
+
+    ``resume`` continues an interrupted run exactly; ``on_validation(step, metrics)`` is called
+    after each validation and may raise to end the run (see :class:`Pretrainer`)."""
+    runner = Pretrainer(
+        config, out=out, device=device, quiet=quiet, resume=resume, on_validation=on_validation
+    )
+    return runner.run()
