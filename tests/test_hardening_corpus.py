@@ -415,7 +415,7 @@ def test_web_job_with_hostile_members_keeps_every_good_file(corpus: dict[str, Pa
     from lenssr.web import Settings, create_app
 
     settings = Settings(model="bicubic", work_dir=tmp_path / "jobs")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
         raw = corpus["all"].read_bytes()
         r = client.post("/api/jobs", files=[("files[]", ("all.zip", raw, "application/zip"))])
         assert r.status_code == 202, r.text

@@ -4,6 +4,7 @@ malicious uploads, queueing, expiry, previews and the ``serve`` command."""
 from __future__ import annotations
 
 import io
+import json
 import time
 import zipfile
 from pathlib import Path
@@ -18,6 +19,9 @@ from lenssr.web import Settings, create_app
 from lenssr.web.render import asinh_stretch, render_pair, upsample_nearest
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+#: The server only answers to its own host names: the test client talks to it as a browser
+#: on this machine would.
+LOCAL = "http://127.0.0.1:8000"
 
 
 def lens_image(seed: int, shape: tuple[int, int] = (75, 75)) -> np.ndarray:
@@ -112,7 +116,7 @@ def wait(client: TestClient, job_id: str, timeout: float = 30.0) -> dict:
     end = time.time() + timeout
     while time.time() < end:
         job = client.get(f"/api/jobs/{job_id}").json()
-        if job["status"] in ("done", "failed"):
+        if job["status"] in ("done", "failed", "cancelled"):
             return job
         time.sleep(0.02)
     raise AssertionError(f"job {job_id} did not finish: {job}")
@@ -121,7 +125,7 @@ def wait(client: TestClient, job_id: str, timeout: float = 30.0) -> dict:
 @pytest.fixture
 def client(tmp_path: Path):
     app = create_app(Settings(model="bicubic", work_dir=tmp_path / "jobs", previews=3))
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         yield c
 
 
@@ -155,13 +159,16 @@ def test_zip_job_equals_cli_result(client: TestClient, tmp_path: Path) -> None:
     assert 'filename="lenses_sr.zip"' in result.headers["content-disposition"]
 
     (tmp_path / "in.zip").write_bytes(raw)
-    upscale_path(tmp_path / "in.zip", tmp_path / "cli.zip", model="bicubic", progress=False)
+    batch = client.app.state.settings.batch_size  # the CLI's --batch-size
+    upscale_path(
+        tmp_path / "in.zip", tmp_path / "cli.zip", model="bicubic", progress=False, batch_size=batch
+    )
     with (
         zipfile.ZipFile(io.BytesIO(result.content)) as web,
         zipfile.ZipFile(tmp_path / "cli.zip") as cli,
     ):
-        assert web.namelist() == cli.namelist()
-        assert len(web.namelist()) == 6
+        assert web.namelist() == [*cli.namelist(), "report.json"]
+        assert len(cli.namelist()) == 6
         for name in cli.namelist():
             assert web.read(name) == cli.read(name), name
         from lenssr.io import read_image
@@ -201,7 +208,10 @@ def test_malicious_zip_is_refused_per_file_and_pickle_never_runs(
     assert "absolute path" in reasons["/etc/abs.npy"]
     assert "pickle" in reasons["data/pickle.npy"]
     with zipfile.ZipFile(io.BytesIO(client.get(job["result"]).content)) as zf:
-        assert zf.namelist() == ["data/good.npy"]
+        assert zf.namelist() == ["data/good.npy", "report.json"]
+        report = json.loads(zf.read("report.json"))
+        assert report["processed"] == ["data/good.npy"]
+        assert {s["name"]: s["reason"] for s in report["skipped"]} == reasons
     # Nothing was written outside the job folders.
     assert not (tmp_path / "escape.npy").exists() and not (tmp_path.parent / "escape.npy").exists()
 
@@ -219,7 +229,7 @@ def test_upload_limits(tmp_path: Path) -> None:
     settings = Settings(
         model="bicubic", work_dir=tmp_path, max_upload_mb=0.05, max_files=3, max_pixels=900
     )
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
         big = submit(c, [("big.npy", npy_bytes(np.zeros((200, 200), np.float32)))])
         assert big.status_code == 413 and "limit" in big.json()["detail"]
         many = submit(c, [("m.zip", mixed_zip(4, (8, 8)))])
@@ -285,8 +295,9 @@ def test_ttl_expiry_deletes_files(client: TestClient) -> None:
     assert manager.expire(now=time.time() + 10) == []
     assert manager.expire(now=time.time() + manager.settings.ttl_seconds + 1) == [job["id"]]
     assert not folder.exists()
-    assert client.get(f"/api/jobs/{job['id']}").status_code == 404
-    assert client.get(f"/api/jobs/{job['id']}/result.zip").status_code == 404
+    gone = client.get(f"/api/jobs/{job['id']}")
+    assert gone.status_code == 410 and "expired" in gone.json()["detail"]
+    assert client.get(f"/api/jobs/{job['id']}/result.zip").status_code == 410
 
 
 def test_previews_are_png_of_sr_size(client: TestClient) -> None:

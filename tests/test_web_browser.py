@@ -155,15 +155,16 @@ def check_against_cli(result_zip: Path, input_zip: Path, tmp: Path, n: int) -> N
     from lenssr.io import read_image
 
     cli = tmp / "cli.zip"
-    upscale_path(input_zip, cli, model="bicubic", scale=2, progress=False)
+    upscale_path(input_zip, cli, model="bicubic", scale=2, progress=False, batch_size=1)
     with (
         zipfile.ZipFile(result_zip) as web,
         zipfile.ZipFile(cli) as ref,
         zipfile.ZipFile(input_zip) as src,
     ):
-        assert web.namelist() == ref.namelist() == src.namelist()
-        assert len(web.namelist()) == n
-        for name in web.namelist():
+        assert web.namelist() == [*ref.namelist(), "report.json"]
+        assert ref.namelist() == src.namelist()
+        assert len(ref.namelist()) == n
+        for name in ref.namelist():
             lr = read_image(src.read(name), name=name).data
             sr = read_image(web.read(name), name=name).data
             assert sr.shape == (2 * lr.shape[0], 2 * lr.shape[1])
@@ -265,3 +266,28 @@ def test_progress_is_shown_while_running(page, tmp_path: Path) -> None:
         assert "with bicubic" in status and "/ 160" in status
         page.screenshot(path=str(SHOTS / "web-progress.png"), full_page=True)
     assert wait_done(page).startswith("Done: 160 images")
+
+
+def test_reload_finds_the_job_and_cancel_stops_it(page, server: str, tmp_path: Path) -> None:
+    import httpx
+
+    page.set_input_files("#files", str(lr_zip(tmp_path / "slow.zip", 400)))
+    page.check("#tta")
+    page.click("#start")
+    page.wait_for_function("() => /^Upscaling/.test(document.getElementById('status').textContent)")
+    job_id = page.evaluate("() => location.hash").removeprefix("#job=")
+    assert len(job_id) == 32
+    page.reload()  # a reload (or a reopened tab with this URL) finds the running job
+    page.wait_for_function("() => /^Upscaling/.test(document.getElementById('status').textContent)")
+    assert page.is_visible("#cancel")
+    page.click("#cancel")
+    page.wait_for_function("() => document.getElementById('status').textContent === 'Cancelled'")
+    assert "cancelled" in page.text_content("#message")
+    assert page.evaluate("() => location.hash") == ""
+    end = time.time() + 3
+    while (r := httpx.get(f"{server}/api/jobs/{job_id}", timeout=5)).status_code != 410:
+        assert time.time() < end, r.json()  # stopped and deleted within a second or two
+        time.sleep(0.1)
+    page.goto(f"{server}/#job={job_id}")
+    assert wait_done(page) == "Failed"
+    assert "expired or was cancelled" in page.text_content("#message")

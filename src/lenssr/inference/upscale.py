@@ -20,7 +20,7 @@ from lenssr.errors import InputError, LenssrError
 from lenssr.inference.base import Upscaler
 
 if TYPE_CHECKING:
-    from lenssr.io import BatchReport, LoadedImage
+    from lenssr.io import BatchReport, LoadedImage, ZipLimits
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -99,6 +99,9 @@ def upscale_path(
     progress: bool = True,
     onnx_path: str | Path | None = None,
     batch_size: int = 16,
+    limits: ZipLimits | None = None,
+    on_image: Callable[[str, bool], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> BatchReport:
     """Upscale a file, a folder or a zip archive of LR images.
 
@@ -117,6 +120,8 @@ def upscale_path(
         progress: show a progress bar.
         onnx_path: an exported ``.onnx`` to run with ``backend="onnxruntime"``.
         batch_size: images (or tiles) per network call.
+        limits, on_image, should_stop: input caps, per-image callback and stop request of
+            :func:`lenssr.io.process_path`.
 
     Returns:
         The :class:`lenssr.io.BatchReport` (processed names, skipped names with reasons).
@@ -153,4 +158,7 @@ def upscale_path(
             conserve_flux=conserve_flux,
             batch_fn=batch_fn,
             batch_size=batch_size,
+            limits=limits,
+            on_image=on_image,
+            should_stop=should_stop,
         )

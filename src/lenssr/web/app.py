@@ -3,11 +3,19 @@
 API:
     ``POST /api/jobs`` (multipart ``files[]``, ``model``, ``scale``, ``tta``) -> ``{id, total}``
     ``GET /api/jobs/{id}`` -> status, progress, processed, skipped ``[{name, reason}]``, previews
+    ``DELETE /api/jobs/{id}`` cancels a job (or deletes a finished one) and frees its files
     ``GET /api/jobs/{id}/result.zip``, ``GET /api/jobs/{id}/preview/{k}/{lr|sr}.png``
     ``GET /api/models``, ``GET /healthz``
+    An expired job answers 410 with a message saying so (unknown ids: 404).
 
 Uploads are bounded (request size, file count), zip archives are checked for zip bombs before
-anything is decompressed, and only image members are ever read, in memory, by sanitised name.
+anything is decompressed, and only image members are ever read, by sanitised name, each checked
+against the server's limits before it is decoded.
+
+Safe as a local server: requests whose ``Host`` is not this server's (DNS rebinding) get 421,
+and POST/DELETE requests from another web site (``Origin`` or ``Sec-Fetch-Site``) get 403,
+unless ``Settings.allowed_hosts`` / ``allowed_origins`` allow them. No documentation page that
+loads scripts from a CDN is served (``/docs`` and ``/redoc`` are off; ``/openapi.json`` stays).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from starlette.datastructures import UploadFile
 
 from lenssr import __version__
 from lenssr.errors import ConfigError, InputError, LenssrError
-from lenssr.web.jobs import BICUBIC, Job, JobManager, ServerBusy, count_images
+from lenssr.web.jobs import BICUBIC, Job, JobManager, ServerBusy, zip_stats
 from lenssr.web.render import render_pair
 from lenssr.web.settings import Settings
 
@@ -102,6 +110,31 @@ def _too_large(settings: Settings) -> HTTPException:
     )
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_WILDCARD_BINDS = ("0.0.0.0", "::", "")
+
+
+def host_name(host_header: str) -> str:
+    """The host part of a ``Host`` header (``[::1]:8000`` -> ``::1``, ``a.b:80`` -> ``a.b``),
+    lower-cased."""
+    h = host_header.strip().lower()
+    if h.startswith("["):
+        return h[1 : h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+def allowed_host_names(settings: Settings) -> set[str] | None:
+    """Host names the server answers to (None: any). Loopback names always; the bound
+    address when it is a specific one; plus ``settings.allowed_hosts``."""
+    if "*" in settings.allowed_hosts:
+        return None
+    names = set(LOOPBACK_HOSTS)
+    if settings.host not in _WILDCARD_BINDS:
+        names.add(host_name(settings.host))
+    names.update(host_name(h) for h in settings.allowed_hosts)
+    return names
+
+
 def _flag(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "on", "yes")
 
@@ -133,9 +166,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             manager.stop()
 
-    app = FastAPI(title="lenssr", version=__version__, lifespan=lifespan, docs_url=None)
+    app = FastAPI(
+        title="lenssr", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
     app.state.jobs = manager
+    hosts = allowed_host_names(settings)
+    origins = {o.rstrip("/").lower() for o in settings.allowed_origins}
+
+    @app.middleware("http")
+    async def _same_site_only(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        host = request.headers.get("host", "")
+        if hosts is not None and host_name(host) not in hosts:
+            return JSONResponse(
+                {"detail": f"unknown host {host!r}: add it with --allowed-host to serve it"},
+                status_code=421,
+            )
+        if request.method not in ("GET", "HEAD", "OPTIONS") and "*" not in origins:
+            origin = request.headers.get("origin")
+            own = {f"{request.url.scheme}://{host}".lower()}
+            if origin is not None and origin.rstrip("/").lower() not in own | origins:
+                return JSONResponse(
+                    {"detail": f"cross-origin request from {origin} refused"}, status_code=403
+                )
+            if origin is None and request.headers.get("sec-fetch-site") == "cross-site":
+                return JSONResponse({"detail": "cross-site request refused"}, status_code=403)
+        return await call_next(request)
 
     @app.middleware("http")
     async def _no_sniff(
@@ -163,6 +221,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "max_upload_mb": settings.max_upload_mb,
                 "max_files": settings.max_files,
                 "max_pixels": settings.max_pixels,
+                "ttl_minutes": settings.ttl_minutes,
             },
         }
 
@@ -207,7 +266,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(503, str(exc)) from exc
         finally:
             await form.close()
-        return {"id": job.id, "total": job.total}
+        return {"id": job.id, "total": job.total, "page": f"/#job={job.id}"}
 
     def _build_job(
         job_id: str, folder: Path, uploads: list[UploadFile], model: str, scale: int, tta: bool
@@ -227,10 +286,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 shutil.copyfileobj(zips[0].file, fh, length=1024 * 1024)
             upload_name = safe_name(zips[0].filename or "upload.zip")
             stem = upload_name[: -len(".zip")] or "upload"
-            total = count_images(input_zip, settings, name=upload_name)
+            total, pixels = zip_stats(input_zip, settings, name=upload_name)
         else:
             stem = "lenssr"
             seen: set[str] = set()
+            pixels = 0
             with zipfile.ZipFile(input_zip, "w", compression=zipfile.ZIP_STORED) as zf:
                 for upload in uploads:
                     name = safe_name(upload.filename or "unnamed")
@@ -242,6 +302,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         seen.add(name)
                         with zf.open(name, "w") as fh:
                             shutil.copyfileobj(upload.file, fh, length=1024 * 1024)
+                        pixels += (upload.size or 0) // 2
             if not seen:
                 raise InputError(
                     "upload", "no image files (.npy, .fits, .fits.gz, .fz, .png, .tif)"
@@ -256,6 +317,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             input_zip=input_zip,
             result_name=f"{stem}_sr.zip",
             total=total,
+            pixels=pixels,
         )
         job.skipped.extend(skipped)
         return job
@@ -263,8 +325,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def _job(job_id: str) -> Job:
         job = manager.get(job_id)
         if job is None:
-            raise HTTPException(404, "unknown or expired job")
+            ago = manager.expired_ago(job_id)
+            if ago is not None:
+                raise HTTPException(
+                    410,
+                    f"this job has expired or was cancelled ({ago / 60:.0f} min ago): its files "
+                    f"are deleted (results are kept {settings.ttl_minutes:g} min after a job "
+                    "ends); upload the images again",
+                )
+            raise HTTPException(404, "unknown job (wrong link, or the server was restarted)")
         return job
+
+    @app.delete("/api/jobs/{job_id}")
+    def api_cancel(job_id: str) -> dict[str, Any]:
+        job = manager.cancel(job_id)
+        if job is None:
+            _job(job_id)  # 410 or 404 with its message
+        return {"id": job_id, "status": "cancelled"}
 
     @app.get("/api/jobs/{job_id}")
     def api_job(job_id: str) -> dict[str, Any]:

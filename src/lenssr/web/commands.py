@@ -32,7 +32,30 @@ def serve_command(
         _D.ttl_minutes, "--ttl-minutes", help="Finished jobs and their files are deleted after."
     ),
     workers: int = typer.Option(
-        _D.workers, "--workers", help="Jobs run at once (others wait in a queue)."
+        _D.workers,
+        "--workers",
+        help="Large jobs run at once (others wait in a queue); small jobs have a worker of "
+        "their own.",
+    ),
+    max_decoded_mb: float = typer.Option(
+        _D.max_decoded_mb, "--max-decoded-mb", help="Decoded images of one job together, MB."
+    ),
+    batch_size: int = typer.Option(
+        _D.batch_size,
+        "--batch-size",
+        min=1,
+        help="Images per network call (1: progress moves per image).",
+    ),
+    allowed_hosts: list[str] | None = typer.Option(
+        None,
+        "--allowed-host",
+        help="Host name the server answers to besides localhost (repeatable; '*' for any, "
+        "behind a proxy that checks it).",
+    ),
+    allowed_origins: list[str] | None = typer.Option(
+        None,
+        "--allowed-origin",
+        help="Web origin (https://site.example) allowed to submit jobs (repeatable).",
     ),
 ) -> None:
     """Serve the web page: drop a zip of LR images, download their SR versions."""
@@ -51,6 +74,10 @@ def serve_command(
         max_unpacked_mb=max_unpacked_mb,
         ttl_minutes=ttl_minutes,
         workers=workers,
+        max_decoded_mb=max_decoded_mb,
+        batch_size=batch_size,
+        allowed_hosts=tuple(allowed_hosts or ()),
+        allowed_origins=tuple(allowed_origins or ()),
     )
     app = create_app(settings)
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -59,6 +86,13 @@ def serve_command(
             fg=typer.colors.YELLOW,
             err=True,
         )
+        if host in ("0.0.0.0", "::") and not allowed_hosts:
+            typer.secho(
+                "note: only requests for localhost are answered; name the host clients use "
+                "with --allowed-host",
+                fg=typer.colors.YELLOW,
+                err=True,
+            )
     typer.echo(f"lenssr web: http://{host}:{port}/  (Ctrl+C to stop)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

@@ -2,14 +2,19 @@
 
 A job is one upload (a zip of LR images, or loose image files packed into a zip by the server).
 Worker threads take jobs from a FIFO queue, so concurrent users wait instead of overloading the
-machine, and run :func:`lenssr.inference.upscale_path` on the job's zip: the result zip is
-byte-for-byte what ``lenssr upscale`` writes for the same input and model. A failing job is
-marked failed with its message; it never stops the workers. Finished jobs are deleted, files
-included, ``ttl`` seconds after they end.
+machine, and run :func:`lenssr.inference.upscale_path` on the job's zip: the result zip holds
+byte-for-byte what ``lenssr upscale --batch-size B`` writes for the same input and model
+(``B = Settings.batch_size``), plus a ``report.json`` of processed and skipped files. Small
+jobs (at most ``Settings.small_job_pixels``) have a worker of their own, so one large job
+never makes them wait. A job can be cancelled (it stops at the next image and its files are
+deleted). A failing job is marked failed with its message; it never stops the workers.
+Finished jobs are deleted, files included, ``ttl`` seconds after they end; their ids are
+remembered so that a poll says the job expired instead of "unknown".
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import shutil
@@ -29,7 +34,10 @@ from lenssr.web.settings import Settings
 
 log = logging.getLogger("lenssr.web")
 
-QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+FINISHED = (DONE, FAILED, CANCELLED)
+#: How many expired job ids are remembered (for the "expired" message).
+EXPIRED_MEMORY = 10_000
 BICUBIC = "bicubic"
 #: Largest SR image (pixels) kept in memory for a preview; bigger images get none.
 PREVIEW_MAX_PIXELS = 2048 * 2048
@@ -59,7 +67,8 @@ class Job:
         input_zip: the job's input archive inside ``folder``.
         result_name: download name of the result (``<upload stem>_sr.zip``).
         total: number of image members in the input (progress denominator).
-        done: images upscaled so far.
+        pixels: estimated LR pixels of the job (from the members' sizes), for scheduling.
+        done: images finished so far (written or skipped), counted one by one.
         processed: names written to the result; skipped: ``(name, reason)`` of refused files.
         error: message of a failed job.
     """
@@ -72,6 +81,7 @@ class Job:
     input_zip: Path
     result_name: str
     total: int
+    pixels: int = 0
     status: str = QUEUED
     done: int = 0
     processed: list[str] = field(default_factory=list)
@@ -81,6 +91,7 @@ class Job:
     created: float = field(default_factory=time.time)
     started: float | None = None
     finished: float | None = None
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def result_zip(self) -> Path:
@@ -90,7 +101,7 @@ class Job:
     def to_dict(self, position: int | None = None, ttl: float | None = None) -> dict[str, Any]:
         """The JSON body of ``GET /api/jobs/{id}``."""
         total = max(self.total, 1)
-        if self.status in (DONE, FAILED):
+        if self.status in FINISHED:
             progress = 1.0
         else:
             progress = min(self.done / total, 0.99)
@@ -132,12 +143,14 @@ class Job:
 
 
 def _job_upscaler(inner: Any, job: Job, max_pixels: int) -> Any:
-    """An :class:`~lenssr.inference.base.Upscaler` that runs ``inner`` and counts progress.
+    """An :class:`~lenssr.inference.base.Upscaler` that runs ``inner`` for one job.
 
     ``upscale_path`` accepts any Upscaler; this one refuses images above ``max_pixels`` (a
-    per-file error, the batch goes on) and advances ``job.done`` after each network call.
+    per-file error, the batch goes on) and stops before a network call once the job is
+    cancelled.
     """
     from lenssr.inference.base import Upscaler
+    from lenssr.io import Cancelled
 
     class JobUpscaler(Upscaler):
         def __init__(self) -> None:
@@ -147,20 +160,21 @@ def _job_upscaler(inner: Any, job: Job, max_pixels: int) -> Any:
             return inner._forward(x, scale)
 
         def upscale(self, lr: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+            if job.cancel.is_set():
+                raise Cancelled("job cancelled")
             h, w = np.shape(lr)[-2:]
             if h * w > max_pixels:
                 raise InputError(
                     "image", f"{h}x{w} pixels is more than this server's limit of {max_pixels}"
                 )
-            out = inner.upscale(lr, *args, **kwargs)
-            job.done += 1 if np.ndim(lr) == 2 else int(np.shape(lr)[0])
-            return out
+            return inner.upscale(lr, *args, **kwargs)
 
     return JobUpscaler()
 
 
 def count_images(zip_path: Path, settings: Settings, name: str | None = None) -> int:
-    """Number of image members of an uploaded zip, after the zip-bomb checks.
+    """Number of image members of an uploaded zip, after the zip-bomb checks (OS clutter
+    such as ``__MACOSX/`` and hidden files is not counted).
 
     ``name`` (default: the file name) labels the archive in error messages.
 
@@ -168,7 +182,13 @@ def count_images(zip_path: Path, settings: Settings, name: str | None = None) ->
         InputError: corrupt or empty archive, too many members, total size or compression
             ratio over the limits (nothing is decompressed).
     """
-    from lenssr.io import check_zip_infos, is_image_name, sanitize_member_name
+    return zip_stats(zip_path, settings, name)[0]
+
+
+def zip_stats(zip_path: Path, settings: Settings, name: str | None = None) -> tuple[int, int]:
+    """``(images, estimated LR pixels)`` of an uploaded zip (see :func:`count_images`); the
+    pixel estimate assumes 2 bytes per pixel of uncompressed member data."""
+    from lenssr.io import check_zip_infos, is_ignored_name, is_image_name, sanitize_member_name
 
     name = name or zip_path.name
     try:
@@ -176,29 +196,39 @@ def count_images(zip_path: Path, settings: Settings, name: str | None = None) ->
             infos = check_zip_infos(zf.infolist(), zip_limits(settings), name)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise InputError(name, f"corrupt or not a zip archive ({exc})") from exc
-    n, unsafe = 0, []
+    n, pixels, unsafe = 0, 0, []
     for info in infos:
         try:
-            n += is_image_name(sanitize_member_name(info.filename))
+            member = sanitize_member_name(info.filename)
         except ValueError as exc:
             unsafe.append(f"{info.filename!r}: {exc}")
+            continue
+        if is_image_name(member) and not is_ignored_name(member):
+            n += 1
+            pixels += info.file_size // 2
     if n == 0:
         why = f" ({len(unsafe)} unsafe names refused, e.g. {unsafe[0]})" if unsafe else ""
         raise InputError(name, f"the archive holds no usable image files{why}")
     if n > settings.max_files:
         raise InputError(name, f"{n} images, more than this server's limit of {settings.max_files}")
-    return n
+    return n, pixels
 
 
 def zip_limits(settings: Settings) -> Any:
     """:class:`lenssr.io.ZipLimits` from the server settings."""
     from lenssr.io import ZipLimits
 
+    member_bytes = min(settings.max_unpacked_bytes, ZipLimits().max_member_bytes)
     return ZipLimits(
         max_members=max(settings.max_files * 2, 16),
         max_total_bytes=settings.max_unpacked_bytes,
-        max_member_bytes=min(settings.max_unpacked_bytes, ZipLimits().max_member_bytes),
+        max_member_bytes=member_bytes,
         max_ratio=settings.max_ratio,
+        max_pixels=settings.max_pixels,
+        max_file_bytes=member_bytes,
+        # float64 FITS of the largest allowed image, plus headers
+        max_decoded_bytes=settings.max_pixels * 8 + 1024**2,
+        max_job_bytes=settings.max_decoded_bytes,
     )
 
 
@@ -216,6 +246,20 @@ def _read_member(zf: zipfile.ZipFile, wanted: set[str]) -> dict[str, bytes]:
         if name in wanted and name not in found:
             found[name] = read_member(zf, info, ZipLimits())
     return found
+
+
+def write_report(job: Job) -> None:
+    """Add ``report.json`` (processed names, skipped names with reasons) to the result zip."""
+    report = {
+        "model": job.model,
+        "scale": job.scale,
+        "tta": job.tta,
+        "processed": list(job.processed),
+        "skipped": [{"name": n, "reason": r} for n, r in job.skipped],
+    }
+    with zipfile.ZipFile(job.result_zip, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        if "report.json" not in zf.namelist():
+            zf.writestr("report.json", json.dumps(report, indent=1) + "\n")
 
 
 def make_previews(job: Job, count: int) -> list[Preview]:
@@ -258,9 +302,11 @@ class JobManager:
             self.root = Path(tempfile.mkdtemp(prefix="lenssr-web-"))
             self._own_root = True
         self._jobs: dict[str, Job] = {}
+        self._expired: dict[str, float] = {}  # id -> when it expired (bounded memory)
         self._order: list[str] = []  # queued job ids, FIFO
         self._lock = threading.Lock()
         self._queue: queue.Queue[str | None] = queue.Queue()
+        self._small: queue.Queue[str | None] = queue.Queue()  # the small-job lane
         self._models: dict[str, Any] = {}
         self._model_locks: dict[str, threading.Lock] = {}
         self._stop = threading.Event()
@@ -272,8 +318,10 @@ class JobManager:
         """Start the worker threads and the janitor (idempotent)."""
         if self._threads:
             return
-        for i in range(self.settings.workers):
-            t = threading.Thread(target=self._work, name=f"lenssr-job-{i}", daemon=True)
+        lanes = [(self._queue, f"lenssr-job-{i}") for i in range(self.settings.workers)]
+        lanes.append((self._small, "lenssr-small-jobs"))
+        for lane, name in lanes:
+            t = threading.Thread(target=self._work, args=(lane,), name=name, daemon=True)
             t.start()
             self._threads.append(t)
         janitor = threading.Thread(target=self._janitor, name="lenssr-janitor", daemon=True)
@@ -283,8 +331,12 @@ class JobManager:
     def stop(self) -> None:
         """Stop the threads (a running job finishes first) and delete the job folders."""
         self._stop.set()
+        with self._lock:
+            for job in self._jobs.values():
+                job.cancel.set()
         for _ in range(self.settings.workers):
             self._queue.put(None)
+        self._small.put(None)
         for t in self._threads:
             t.join(timeout=30)
         self._threads = []
@@ -319,12 +371,45 @@ class JobManager:
                 )
             self._jobs[job.id] = job
             self._order.append(job.id)
-        self._queue.put(job.id)
+        small = job.pixels <= self.settings.small_job_pixels
+        (self._small if small else self._queue).put(job.id)
 
     def get(self, job_id: str) -> Job | None:
         """The job, or None when unknown or expired."""
         with self._lock:
             return self._jobs.get(job_id)
+
+    def expired_ago(self, job_id: str) -> float | None:
+        """Seconds since the job ``job_id`` expired, or None when it never existed here."""
+        with self._lock:
+            when = self._expired.get(job_id)
+        return None if when is None else time.time() - when
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued or running job, or delete a finished one; its files are deleted
+        (a running job's once its worker stops, within one image). None when unknown."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return None
+            job.cancel.set()
+            if job_id in self._order:
+                self._order.remove(job_id)
+            if job.status == QUEUED:
+                job.status, job.finished = CANCELLED, time.time()
+            running = job.status == RUNNING
+            if not running:  # queued or finished: nothing else uses its files
+                del self._jobs[job_id]
+                self._remember_expired(job_id)
+        if not running:
+            shutil.rmtree(job.folder, ignore_errors=True)
+        return job
+
+    def _remember_expired(self, job_id: str) -> None:
+        """Record a removed job id (call with ``_lock`` held)."""
+        self._expired[job_id] = time.time()
+        while len(self._expired) > EXPIRED_MEMORY:
+            self._expired.pop(next(iter(self._expired)))
 
     def position(self, job_id: str) -> int | None:
         """1-based place of a queued job in the queue (None when not queued)."""
@@ -344,6 +429,7 @@ class JobManager:
             ]
             for job in old:
                 del self._jobs[job.id]
+                self._remember_expired(job.id)
         for job in old:
             shutil.rmtree(job.folder, ignore_errors=True)
             log.info("job %s expired", job.id)
@@ -370,47 +456,59 @@ class JobManager:
             except Exception:  # pragma: no cover - never let the janitor die
                 log.exception("expiry failed")
 
-    def _work(self) -> None:
+    def _work(self, lane: queue.Queue[str | None]) -> None:
         while not self._stop.is_set():
-            job_id = self._queue.get()
+            job_id = lane.get()
             if job_id is None:
                 return
             with self._lock:
                 job = self._jobs.get(job_id)
                 if job_id in self._order:
                     self._order.remove(job_id)
-            if job is None:
+            if job is None or job.status != QUEUED:
                 continue
             self.run(job)
 
     def run(self, job: Job) -> None:
-        """Run one job to completion; every error ends up in ``job.error``."""
+        """Run one job to completion; every error ends up in ``job.error``. A cancelled job
+        stops at the next image and its files are deleted."""
         from lenssr.inference import upscale_path
+        from lenssr.io import Cancelled
 
         job.status, job.started = RUNNING, time.time()
+
+        def on_image(_name: str, _ok: bool) -> None:
+            job.done += 1
+
         try:
-            inner, lock = self.model(job.model)
+            inner, _ = self.model(job.model)
             sr = _job_upscaler(inner, job, self.settings.max_pixels)
-            with lock:
-                report = upscale_path(
-                    job.input_zip,
-                    job.result_zip,
-                    model=sr,
-                    scale=job.scale,
-                    tta=job.tta,
-                    progress=False,
-                )
+            report = upscale_path(
+                job.input_zip,
+                job.result_zip,
+                model=sr,
+                scale=job.scale,
+                tta=job.tta,
+                progress=False,
+                batch_size=self.settings.batch_size,
+                limits=zip_limits(self.settings),
+                on_image=on_image,
+                should_stop=job.cancel.is_set,
+            )
             job.processed = list(report.processed)
             job.skipped.extend(report.skipped)
             if not job.processed:
                 job.status = FAILED
                 job.error = "no image could be processed (see the list of refused files)"
             else:
+                write_report(job)
                 try:
                     job.previews = make_previews(job, self.settings.previews)
                 except (LenssrError, OSError, zipfile.BadZipFile):
                     log.exception("job %s: previews failed", job.id)
                 job.status = DONE
+        except Cancelled:
+            job.status, job.error = CANCELLED, "cancelled"
         except LenssrError as exc:
             job.status, job.error = FAILED, str(exc)
         except Exception as exc:  # an error in one job must never stop the server
@@ -418,3 +516,9 @@ class JobManager:
             job.status, job.error = FAILED, f"internal error: {type(exc).__name__}: {exc}"
         finally:
             job.finished = time.time()
+            if job.cancel.is_set():
+                job.status = CANCELLED
+                with self._lock:
+                    if self._jobs.pop(job.id, None) is not None:
+                        self._remember_expired(job.id)
+                shutil.rmtree(job.folder, ignore_errors=True)

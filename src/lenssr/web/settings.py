@@ -25,7 +25,18 @@ class Settings:
         max_unpacked_mb: largest total uncompressed size of an uploaded zip's members, MiB.
         max_ratio: largest compression ratio of one zip member (zip-bomb guard).
         ttl_minutes: finished jobs (and their files) are deleted this long after they end.
-        workers: job worker threads (jobs beyond this wait in a queue).
+        max_decoded_mb: decoded images (float32) of one job together, MiB; further images
+            of the job are refused one by one.
+        workers: job worker threads for large jobs (jobs beyond this wait in a queue).
+        small_job_pixels: jobs of at most this many LR pixels (estimated from the upload)
+            run on a worker of their own, so a large job never makes them wait.
+        batch_size: images per network call; 1 gives progress per image (larger batches are
+            somewhat faster on a GPU, progress then moves one batch at a time).
+        allowed_hosts: ``Host`` header values (host names, without port) accepted; the
+            loopback names are always accepted when serving on loopback. ``"*"`` accepts any
+            (for a deployment behind a proxy that checks it).
+        allowed_origins: ``Origin`` values (``scheme://host:port``) from which a POST or
+            DELETE is accepted besides the server's own; ``"*"`` accepts any.
         max_queued: most jobs waiting or running at once; more are refused with HTTP 503.
         previews: number of images per job with a before/after preview.
         work_dir: where job folders live (default: a fresh temporary folder).
@@ -40,8 +51,13 @@ class Settings:
     max_pixels: int = 4096 * 4096
     max_unpacked_mb: float = 2048.0
     max_ratio: float = 100.0
+    max_decoded_mb: float = 4096.0
     ttl_minutes: float = 60.0
     workers: int = 1
+    small_job_pixels: int = 1024 * 1024
+    batch_size: int = 1
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
     max_queued: int = 32
     previews: int = 6
     work_dir: Path | None = None
@@ -54,6 +70,9 @@ class Settings:
             "max_pixels": self.max_pixels >= 1,
             "max_unpacked_mb": self.max_unpacked_mb > 0,
             "max_ratio": self.max_ratio >= 1,
+            "max_decoded_mb": self.max_decoded_mb > 0,
+            "small_job_pixels": self.small_job_pixels >= 0,
+            "batch_size": self.batch_size >= 1,
             "ttl_minutes": self.ttl_minutes > 0,
             "workers": self.workers >= 1,
             "max_queued": self.max_queued >= 1,
@@ -73,6 +92,11 @@ class Settings:
     def max_unpacked_bytes(self) -> int:
         """:attr:`max_unpacked_mb` in bytes."""
         return int(self.max_unpacked_mb * MiB)
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        """:attr:`max_decoded_mb` in bytes."""
+        return int(self.max_decoded_mb * MiB)
 
     @property
     def ttl_seconds(self) -> float:

@@ -2,7 +2,28 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { files: [], models: [], polling: null };
+const state = { files: [], models: [], polling: null, job: null };
+
+// The job id lives in the page URL (#job=<id>) so a reload or a reopened tab finds it again.
+function jobFromUrl() {
+  const m = /(?:^|[#&])job=([0-9a-f]{32})(?:&|$)/.exec(location.hash);
+  return m ? m[1] : null;
+}
+
+function resumeFromUrl() {
+  const id = jobFromUrl();
+  if (!id || id === state.job) return;
+  resetJob();
+  state.job = id;
+  $("status").textContent = "Finding your job…";
+  poll(id);
+}
+
+function rememberJob(id) {
+  state.job = id;
+  const url = id ? `#job=${id}` : location.pathname + location.search;
+  history.replaceState(null, "", url);
+}
 
 function fmtBytes(n) {
   if (n < 1024) return `${n} B`;
@@ -67,6 +88,7 @@ function resetJob() {
   $("job").hidden = false;
   $("job").className = "card";
   $("download").hidden = true;
+  $("cancel").hidden = true;
   $("skipped-box").hidden = true;
   $("skipped").innerHTML = "";
   $("previews").innerHTML = "";
@@ -104,6 +126,7 @@ function submit() {
     try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
     if (xhr.status >= 200 && xhr.status < 300) {
       $("status").textContent = "Queued…";
+      rememberJob(body.id);
       poll(body.id);
     } else {
       fail(`Upload refused: ${body.detail || xhr.statusText || xhr.status}`);
@@ -113,7 +136,26 @@ function submit() {
   xhr.send(form);
 }
 
+async function cancelJob() {
+  const id = state.job;
+  if (!id) return;
+  clearTimeout(state.polling);
+  $("cancel").disabled = true;
+  try {
+    await fetch(`/api/jobs/${id}`, { method: "DELETE" });
+  } catch (_) { /* the server is gone: nothing left to cancel */ }
+  $("cancel").disabled = false;
+  $("cancel").hidden = true;
+  rememberJob(null);
+  $("job").className = "card failed";
+  $("status").textContent = "Cancelled";
+  setProgress(0);
+  showMessage("The job was cancelled and its files deleted on the server.");
+  $("start").disabled = state.files.length === 0;
+}
+
 function fail(text) {
+  $("cancel").hidden = true;
   $("job").className = "card failed";
   $("status").textContent = "Failed";
   setProgress(1);
@@ -191,13 +233,18 @@ async function poll(id) {
   try {
     const res = await fetch(`/api/jobs/${id}`, { cache: "no-store" });
     job = await res.json();
-    if (!res.ok) return fail(job.detail || `error ${res.status}`);
+    if (!res.ok) {
+      rememberJob(null);
+      return fail(job.detail || `error ${res.status}`);
+    }
   } catch (e) {
     state.polling = setTimeout(() => poll(id), 1000);
     return;
   }
+  if (id !== state.job) return;  // cancelled or replaced meanwhile
   setProgress(job.progress);
   showSkipped(job.skipped);
+  $("cancel").hidden = job.status !== "queued" && job.status !== "running";
   if (job.status === "queued") {
     $("status").textContent = job.queue_position > 1
       ? `Queued: ${job.queue_position - 1} job(s) ahead`
@@ -214,13 +261,40 @@ async function poll(id) {
     a.href = job.result;
     a.setAttribute("download", job.result_name);
     a.hidden = false;
+    a.title = job.expires_in_s === null ? "" :
+      `kept on the server for ${Math.round(job.expires_in_s / 60)} more minutes`;
     showPreviews(job.previews);
     $("start").disabled = state.files.length === 0;
     return;
+  } else if (job.status === "cancelled") {
+    rememberJob(null);
+    return fail("The job was cancelled.");
   } else {
     return fail(job.error || "the job failed");
   }
   state.polling = setTimeout(() => poll(id), 300);
+}
+
+// A result can expire while the page stays open: check before following the link, so the
+// user gets a message instead of a silently failing download.
+async function downloadResult(e) {
+  const a = $("download");
+  if (a.dataset.checked === a.href) return;  // checked just now: let the browser download
+  e.preventDefault();
+  let res, body = {};
+  try {
+    res = await fetch(`/api/jobs/${state.job}`, { cache: "no-store" });
+    body = await res.json();
+  } catch (_) {
+    return showMessage("The server could not be reached.");
+  }
+  if (!res.ok || !body.result) {
+    a.hidden = true;
+    rememberJob(null);
+    return fail(body.detail || "This result has expired: upload the images again.");
+  }
+  a.dataset.checked = a.href;
+  a.click();
 }
 
 function setupDrop() {
@@ -246,6 +320,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("files").addEventListener("change", (e) => setFiles(e.target.files));
   $("model").addEventListener("change", fillScales);
   $("start").addEventListener("click", submit);
+  $("cancel").addEventListener("click", cancelJob);
+  $("download").addEventListener("click", downloadResult);
   setupDrop();
   loadModels().catch(() => showMessage("Could not load the model list from the server."));
+  resumeFromUrl();
+  window.addEventListener("hashchange", resumeFromUrl);
 });
