@@ -38,9 +38,10 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     ) -> None:
         """Simulate LR/HR lensing pairs (resumable: re-run the same command to continue)."""
-        from lenssr.simulation.writer import simulate
+        from lenssr.simulation.writer import is_complete, simulate
 
         p = _preset(preset, config, overrides)
+        finished_before = is_complete(out, layout)
         path = simulate(
             p,
             n,
@@ -52,7 +53,11 @@ def register(app: typer.Typer) -> None:
             progress=progress,
             chunk_size=chunk_size,
         )
-        typer.echo(f"wrote {n} pairs ({p.name}, x{p.scale}) to {path}")
+        what = f"{n} pairs ({p.name}, x{p.scale})"
+        if finished_before:
+            typer.echo(f"{path} already holds these {what}: nothing to do")
+        else:
+            typer.echo(f"wrote {what} to {path}")
 
     @app.command("degrade")
     def degrade_cmd(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from lenssr.simulation.sampling import CLASSES, sample_system
 __all__ = ["render_samples", "simulate"]
 
 UNITS = "e-/s/arcsec^2"
+HDF5_SUFFIXES = (".h5", ".hdf5")
 _BLOCK = 8  # samples per worker task
 
 _renderers: dict[str, object] = {}
@@ -107,8 +109,22 @@ def _run_blocks(preset: Preset, seed: int, indices: list[int], classes, workers:
     if fork:
         _renderer(pj)  # import lenstronomy and build grids/kernels once; workers inherit them
     ctx = mp.get_context("fork" if fork else None)
-    with ctx.Pool(min(workers, len(tasks))) as pool:
+    # Workers ignore SIGINT: Ctrl-C reaches the main process only, which terminates the pool
+    # (a worker interrupted inside a task would leave the pool waiting for its result).
+    pool = ctx.Pool(min(workers, len(tasks)), initializer=_ignore_sigint)
+    try:
         yield from pool.imap(_render_block, tasks)
+    except BaseException:  # KeyboardInterrupt, GeneratorExit, errors: stop the workers now
+        pool.terminate()
+        pool.join()
+        raise
+    pool.close()
+    pool.join()
+
+
+def _ignore_sigint() -> None:
+    """Pool initializer: the parent handles Ctrl-C (it terminates the pool)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _settings(preset: Preset, n: int, seed: int, classes, layout: str) -> dict:
@@ -159,6 +175,11 @@ def simulate(
         raise ConfigError("chunk_size must be >= 1")
     cls = _class_ids(classes)
     out = Path(out)
+    if layout == "hdf5" and out.suffix.lower() not in HDF5_SUFFIXES:
+        raise ConfigError(
+            f"output {out}: an HDF5 data set needs a .h5 or .hdf5 name "
+            "(or use --layout deeplense with a folder)"
+        )
     settings = _settings(preset, n, seed, cls, layout)
     if layout == "hdf5":
         return _simulate_hdf5(preset, n, out, seed, workers, cls, progress, chunk_size, settings)
@@ -167,6 +188,13 @@ def simulate(
             preset, n, out, seed, workers, cls, progress, chunk_size, settings
         )
     raise ConfigError(f"unknown layout {layout!r} (use hdf5 or deeplense)")
+
+
+def is_complete(out: str | Path, layout: str = "hdf5") -> bool:
+    """True when ``out`` already holds a finished data set (a re-run only checks that its
+    settings match and writes nothing)."""
+    out = Path(out)
+    return out.is_file() if layout == "hdf5" else (out / "metadata.json").is_file()
 
 
 def _check_same(attrs, settings: dict, path: Path) -> bool:
