@@ -19,7 +19,15 @@ from lenssr.errors import ConfigError
 from lenssr.training import load_config, train
 from lenssr.training.trainer import StopTraining, Trainer
 from lenssr.tune.space import SearchSpace, flatten
-from lenssr.tune.study import load_tune_config, run_study, run_trial
+from lenssr.tune.study import (
+    PRETRAIN_METRIC,
+    TuneConfig,
+    load_tune_config,
+    pruning_report,
+    run_study,
+    run_trial,
+    trial_steps,
+)
 
 torch.set_num_threads(1)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -294,8 +302,8 @@ def test_best_yaml_loads_and_trains(tmp_path: Path, data: Path) -> None:
     assert path.exists()
 
 
-@pytest.mark.parametrize("stage", ["pretrain", "gan"])
-def test_pretrain_and_gan_stages_run_a_trial(tmp_path: Path, data: Path, stage: str) -> None:
+def stage_tune(tmp_path: Path, data: Path, stage: str) -> tuple[TuneConfig, dict]:
+    """A tune config of `stage` (pretrain or gan) on the tiny data, and one trial's params."""
     extra: dict = {
         "stage": stage,
         "space": {"optim.lr": {"type": "float", "low": 1e-4, "high": 1e-3}},
@@ -315,7 +323,55 @@ def test_pretrain_and_gan_stages_run_a_trial(tmp_path: Path, data: Path, stage: 
     tune = load_tune_config(write_tune(tmp_path, data, **extra))
     params = {"optim.lr": 3e-4, "noise": "gaussian", "pretrain.noise.gaussian": 0.05}
     params = {k: v for k, v in params.items() if stage == "pretrain" or k == "optim.lr"}
-    steps: list[int] = []
-    value, history = run_trial(tune, params, tmp_path / "t", lambda s, m: steps.append(s))
+    return tune, params
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "gan"])
+def test_pretrain_and_gan_stages_run_a_trial(tmp_path: Path, data: Path, stage: str) -> None:
+    tune, params = stage_tune(tmp_path, data, stage)
+    reports: list[tuple[int, dict]] = []
+    value, history = run_trial(tune, params, tmp_path / "t", lambda s, m: reports.append((s, m)))
     assert np.isfinite(value) and value == max(h["val_psnr"] for h in history)
-    assert steps == [h["step"] for h in history] and steps[-1] == (2 if stage == "pretrain" else 4)
+    if stage == "pretrain":
+        # pretraining validations (steps 2, 4 of 4) first, then the fine-tune's after them
+        assert [s for s, _ in reports] == [2, 4, 6] and [h["step"] for h in history] == [2]
+        assert all(PRETRAIN_METRIC in m and np.isfinite(m[PRETRAIN_METRIC]) for _, m in reports[:2])
+        assert reports[2][1]["val_psnr"] == history[0]["val_psnr"]
+        assert trial_steps(tune, tmp_path) == 6
+    else:
+        assert [s for s, _ in reports] == [h["step"] for h in history] == [2, 4]
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "gan"])
+def test_pretrain_and_gan_trials_are_pruned_on_validation(
+    tmp_path: Path, data: Path, stage: str
+) -> None:
+    """The study's reporter prunes a trial whose first validation is far worse than a finished
+    trial's: for pretrain trials already during pretraining (a higher denoising loss is worse
+    although the objective, PSNR, is maximised)."""
+    tune, params = stage_tune(tmp_path, data, stage)
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1)
+    )
+
+    def objective(trial: optuna.Trial, worse: bool) -> float:
+        report = pruning_report(trial, tune)
+
+        def worsened(step: int, metrics: dict) -> None:
+            shift = {PRETRAIN_METRIC: 100.0, "val_psnr": -100.0}
+            report(step, {k: v + shift.get(k, 0.0) * worse for k, v in metrics.items()})
+
+        value, _ = run_trial(tune, params, tmp_path / f"t{trial.number}", worsened)
+        return value
+
+    study.optimize(lambda t: objective(t, False), n_trials=1)
+    study.optimize(lambda t: objective(t, True), n_trials=1)
+    first, second = study.trials
+    assert first.state == optuna.trial.TrialState.COMPLETE
+    assert second.state == optuna.trial.TrialState.PRUNED
+    assert list(second.intermediate_values) == [2]  # stopped at its first validation
+    name = PRETRAIN_METRIC if stage == "pretrain" else "val_psnr"
+    assert second.user_attrs["pruned_reason"].startswith(f"pruned at step 2 ({name}")
+    if stage == "pretrain":
+        assert not (tmp_path / "t1" / "finetune").exists()  # never fine-tuned
+        assert first.intermediate_values[2] < 0  # the loss, negated for a maximised objective

@@ -7,7 +7,11 @@ A tune YAML (``configs/tune-*.yaml``, see ``docs/tuning.md``) names a ``stage``
 search space (:mod:`lenssr.tune.space`).
 
 Each trial builds a full training config, runs the stage's trainer for the trial budget and
-reports the objective at every validation to Optuna, which prunes unpromising trials. Studies
+reports the objective at every validation to Optuna, which prunes unpromising trials. A
+``pretrain`` trial reports twice over: during pretraining its denoising validation loss
+(:data:`PRETRAIN_METRIC`, in the objective's direction: negated when maximising), then the
+objective of its fine-tuning run at steps after the pretraining's, so a trial whose pretraining
+goes badly is pruned before it is fine-tuned. Studies
 live in an Optuna RDB storage (SQLite, PostgreSQL, MySQL): a re-run with the same ``--study``
 continues to the ``--trials`` target of COMPLETE + PRUNED trials, trials left RUNNING by a dead
 process are failed by the heartbeat check and retried, and several workers can share one study.
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import inspect
 import math
 import time
 import warnings
@@ -32,6 +35,8 @@ from lenssr.errors import ConfigError, LenssrError
 from lenssr.tune.space import ConstraintViolation, SearchSpace, apply_values, flatten
 
 STAGES = ("supervised", "pretrain", "gan")
+#: What a pretraining validation reports to the pruner (lower is better).
+PRETRAIN_METRIC = "pretrain_val_loss"
 _TOP_KEYS = {
     "stage",
     "base",
@@ -251,10 +256,6 @@ def make_storage(url: str | None, heartbeat_interval: int = 60, grace_period: in
         ) from exc
 
 
-def _accepts_callback(fn: Callable[..., Any]) -> bool:
-    return "on_validation" in inspect.signature(fn).parameters
-
-
 def run_trial(
     tune: TuneConfig,
     params: dict[str, Any],
@@ -264,24 +265,37 @@ def run_trial(
 ) -> tuple[float, list[dict[str, float]]]:
     """Train one trial with ``params`` in ``out``; return (objective, validation history).
 
-    ``report(step, metrics)`` is called after every validation of the run that is scored
-    (the supervised or GAN run; for ``stage: pretrain`` the fine-tuning run after the
-    pretraining) and may raise to stop it. Raises :class:`LenssrError` for invalid configs.
+    ``report(step, metrics)`` is called after every validation and may raise to stop the run.
+    For ``stage: pretrain`` it sees the pretraining validations first, as
+    ``{PRETRAIN_METRIC: val_loss}`` at the pretraining steps, then the fine-tuning run's at
+    steps counted on from the last pretraining step; ``history`` holds the fine-tuning
+    validations (with their own steps), which give the objective. Raises
+    :class:`LenssrError` for invalid configs.
     """
     cfg = tune.trial_config(params, out)
     history: list[dict[str, float]] = []
+    offset = 0  # steps already reported (by the pretraining of a pretrain trial)
 
     def on_validation(step: int, metrics: dict[str, float]) -> None:
         history.append({"step": step, **metrics})
         if report is not None:
-            report(step, metrics)
+            report(offset + step, metrics)
 
     if tune.stage == "pretrain":
-        from lenssr.pretrain.pretrain import pretrain
+        from lenssr.pretrain.pretrain import Pretrainer
         from lenssr.training import train
 
+        def on_pretrain_validation(step: int, metrics: dict[str, float]) -> None:
+            if report is not None:
+                report(step, {PRETRAIN_METRIC: metrics["val_loss"]})
+
         pre_cfg = validate_stage_config("pretrain", cfg)
-        weights = pretrain(pre_cfg, out=out / "pretrain", device=device, quiet=True)
+        runner = Pretrainer(
+            pre_cfg, out=out / "pretrain", device=device, quiet=True,
+            on_validation=on_pretrain_validation,
+        )  # fmt: skip
+        weights = runner.run()
+        offset = runner.step
         sup = copy.deepcopy(cfg)
         sup.pop("pretrain", None)
         sup = apply_values(sup, tune.finetune)
@@ -289,17 +303,10 @@ def run_trial(
         full = validate_stage_config("supervised", sup)
         train(full, init=weights, device=device, quiet=True, on_validation=on_validation)
     elif tune.stage == "gan":
-        from lenssr.gan.trainer import GANTrainer, train_gan
+        from lenssr.gan.trainer import train_gan
 
         full = validate_stage_config("gan", cfg)
-        if _accepts_callback(train_gan):
-            train_gan(full, device=device, quiet=True, on_validation=on_validation)
-        else:  # a trainer without the hook: score its history afterwards, no early pruning
-            trainer = GANTrainer(full, device=device, quiet=True)
-            trainer.run()
-            for i, entry in enumerate(trainer.history):
-                metrics = {k: v for k, v in entry.items() if k != "step"}
-                on_validation(int(entry.get("step", i + 1)), metrics)
+        train_gan(full, device=device, quiet=True, on_validation=on_validation)
     else:
         from lenssr.training import train
 
@@ -327,6 +334,41 @@ class TuneResult:
     study: Any
     ran: int
     files: dict[str, Path]
+
+
+def pruning_report(trial: Any, tune: TuneConfig) -> Callable[[int, dict[str, float]], None]:
+    """The ``report(step, metrics)`` of :func:`run_trial` for an Optuna ``trial``: reports the
+    objective (or, for a pretraining validation, :data:`PRETRAIN_METRIC` in the objective's
+    direction) and raises ``optuna.TrialPruned`` when the pruner says so."""
+    import optuna
+
+    def report(step: int, metrics: dict[str, float]) -> None:
+        name, value = tune.metric, metrics.get(tune.metric)
+        sign = 1.0
+        if value is None and PRETRAIN_METRIC in metrics:  # a pretraining validation
+            name, value = PRETRAIN_METRIC, metrics[PRETRAIN_METRIC]
+            sign = -1.0 if tune.direction == "maximize" else 1.0
+        if value is None or not math.isfinite(float(value)):
+            return
+        trial.report(sign * float(value), step)
+        if trial.should_prune():
+            reason = f"pruned at step {step} ({name} {float(value):.4g})"
+            trial.set_user_attr("pruned_reason", reason)
+            raise optuna.TrialPruned(reason)
+
+    return report
+
+
+def trial_steps(tune: TuneConfig, out: Path) -> int | None:
+    """Training steps one trial reports over (pretraining + fine-tuning for ``stage: pretrain``);
+    ``None`` when a budget is in minutes only."""
+    cfg = tune.trial_config({}, out)
+    steps = (cfg.get("budget") or {}).get("steps")
+    if tune.stage != "pretrain" or steps is None:
+        return steps
+    sup = apply_values({k: v for k, v in cfg.items() if k != "pretrain"}, tune.finetune)
+    finetune = (sup.get("budget") or {}).get("steps")
+    return None if finetune is None else int(steps) + int(finetune)
 
 
 def run_study(
@@ -368,7 +410,7 @@ def run_study(
     from lenssr.training.data_prep import ensure_data
 
     ensure_data(tune.trial_config({}, out), progress=not quiet)
-    budget = tune.trial_config({}, out).get("budget", {}).get("steps")
+    budget = trial_steps(tune, out)
     study = optuna.create_study(
         study_name=study_name,
         storage=make_storage(storage, heartbeat_interval, grace_period),
@@ -397,19 +439,8 @@ def run_study(
             trial.set_user_attr("pruned_reason", str(exc))
             raise optuna.TrialPruned(str(exc)) from exc
         trial_dir = out / "trials" / f"trial-{trial.number:04d}"
-
-        def report(step: int, metrics: dict[str, float]) -> None:
-            value = metrics.get(tune.metric)
-            if value is None or not math.isfinite(float(value)):
-                return
-            trial.report(float(value), step)
-            if trial.should_prune():
-                reason = f"pruned at step {step} ({tune.metric} {float(value):.4g})"
-                trial.set_user_attr("pruned_reason", reason)
-                raise optuna.TrialPruned(reason)
-
         try:
-            value, history = run_trial(tune, params, trial_dir, report, device)
+            value, history = run_trial(tune, params, trial_dir, pruning_report(trial, tune), device)
         except optuna.TrialPruned:
             raise
         except LenssrError as exc:  # invalid combination or diverged run: recorded, not fatal
