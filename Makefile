@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: setup browser demo test test-all lint format bench weights weights-gan clean
+.PHONY: setup browser postgres demo test test-all lint format bench weights weights-gan clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,13 @@ browser:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
 	fi
 
+# Debian's PostgreSQL server for the shared-study test of lenssr tune (needs root; skipped when
+# already there). The test starts its own throw-away cluster; nothing here starts a server.
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	fi
+
 demo: setup
 	$(BIN)/lenssr simulate --preset default --n 8 --seed 0 --layout deeplense --out demo-out/sim
 	$(BIN)/lenssr upscale demo-out/sim/LR -o demo-out/SR --model hybrid
@@ -36,10 +43,12 @@ format: setup
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
+# The everyday suite: everything but the tests marked slow.
 test: setup browser lint
 	$(BIN)/pytest -q -m "not slow"
 
-test-all: setup browser lint
+# Everything, slow tests included (what .ci/run runs).
+test-all: setup browser postgres lint
 	$(BIN)/pytest -q
 
 bench: setup

@@ -3,10 +3,15 @@ after a crash, two workers on one SQLite study, and best.yaml training as it is.
 
 from __future__ import annotations
 
+import functools
+import glob
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -258,10 +263,41 @@ def test_resume_after_crash_reaches_target(tmp_path: Path, data: Path) -> None:
     assert best.exists() and (out / "history.png").exists() and (out / "trials.csv").exists()
 
 
-@pytest.mark.slow
-def test_two_workers_share_one_sqlite_study(tmp_path: Path, data: Path) -> None:
+def _postgres_program(name: str) -> str:
+    """A PostgreSQL server program: on PATH, else Debian's /usr/lib/postgresql/<v>/bin."""
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None
+    )
+    assert found, f"{name} not found: install Debian's postgresql (make postgres)"
+    return found
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """A throw-away PostgreSQL cluster in a temporary folder, reached through a Unix socket in
+    it (no TCP port). The server refuses to run as root, so as root it runs as `postgres`."""
+    root = Path(tempfile.mkdtemp(prefix="lenssr-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = root / "data"
+    run = functools.partial(subprocess.run, check=True, capture_output=True, timeout=120)
+    run([*as_user, _postgres_program("initdb"), "-D", str(data), "-A", "trust", "-U", "lenssr",
+         "--no-sync"])  # fmt: skip
+    opts = f"-c listen_addresses='' -c unix_socket_directories={root} -c fsync=off"
+    pg_ctl = _postgres_program("pg_ctl")
+    run([*as_user, pg_ctl, "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w", "start"])
+    try:
+        yield f"postgresql+psycopg://lenssr@/postgres?host={root}"
+    finally:
+        run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"])
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _two_workers_share_one_study(tmp_path: Path, data: Path, url: str) -> None:
+    """Two `lenssr tune` processes on one study reach its 4-trial target together."""
     tune = write_tune(tmp_path, data)
-    url = f"sqlite:///{tmp_path / 'tune.db'}"
     optuna.create_study(study_name="w", storage=url, direction="maximize")  # no create race
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "lenssr.cli", "tune", "--config", str(tune), "--trials", "4",
@@ -285,6 +321,22 @@ def test_two_workers_share_one_sqlite_study(tmp_path: Path, data: Path) -> None:
     others = [t for t in study.trials if t not in done]
     assert all(t.user_attrs.get("fail_reason") == "target reached by other workers" for t in others)
     assert any("trial 0 " in log or "trial 1 " in log for log in logs)
+    # both workers ran trials: each process's output folder holds trial runs
+    assert all(list((tmp_path / f"out{i}" / "trials").glob("trial-*")) for i in range(2)), logs
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_sqlite_study(tmp_path: Path, data: Path) -> None:
+    _two_workers_share_one_study(tmp_path, data, f"sqlite:///{tmp_path / 'tune.db'}")
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_postgresql_study(
+    tmp_path: Path, data: Path, postgres_url: str
+) -> None:
+    _two_workers_share_one_study(tmp_path, data, postgres_url)
+    storage = optuna.storages.RDBStorage(postgres_url)
+    assert storage.engine.dialect.name == "postgresql"  # the study really lives in PostgreSQL
 
 
 def test_best_yaml_loads_and_trains(tmp_path: Path, data: Path) -> None:

@@ -25,7 +25,7 @@ def upscale(
     scale: int | None = typer.Option(None, "--scale", "-s", help="2 or 4 (pyramid models)."),
     tta: bool = typer.Option(False, "--tta", help="8-fold rotation/flip self-ensemble."),
     tile: int | None = typer.Option(
-        None, "--tile", help="Tile size in LR pixels (default: automatic above 512x512)."
+        None, "--tile", min=1, help="Tile size in LR pixels (default: automatic above 512x512)."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime."),
@@ -35,8 +35,10 @@ def upscale(
     conserve_flux: bool = typer.Option(
         False, "--conserve-flux", help="Keep total flux instead of surface brightness."
     ),
-    batch_size: int = typer.Option(16, "--batch-size", help="Images or tiles per network call."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    batch_size: int = typer.Option(
+        16, "--batch-size", min=1, help="Images or tiles per network call."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", "--no-progress", help="No progress bar."),
 ) -> None:
     """Super-resolve LR images (.npy, FITS, PNG, TIFF; a file, a folder or a .zip)."""
     from lenssr.inference.upscale import upscale_path
