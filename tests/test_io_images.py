@@ -183,14 +183,15 @@ def test_fits_round_trip_rescales_wcs(tmp_path, kind, name, compressed, gz):
     _assert_same_sky(img.meta["header"], h, s, data.shape)
 
 
-def test_fits_conserve_flux_divides_by_s2_and_keeps_bunit(tmp_path):
+def test_fits_conserve_flux_divides_by_s2_and_states_the_unit(tmp_path):
     data = _img(6, 6)
     _write_fits(tmp_path / "a.fits", data, _wcs_header("cd"))
     img = read_image(tmp_path / "a.fits")
     write_image(tmp_path / "b.fits", _up(data, 3), img, scale=3, conserve_flux=True)
     back = read_image(tmp_path / "b.fits")
     np.testing.assert_allclose(back.data.sum(), data.sum(), rtol=1e-5)
-    assert back.meta["header"]["BUNIT"] == "e-/s/arcsec^2"
+    # no longer a surface brightness: flux over the 0.05" x 0.05" input pixel's area
+    assert back.meta["header"]["BUNIT"] == "e-/s/(0.0025 arcsec2)"
     assert back.meta["header"]["FLUXCONV"] == "flux"
 
 

@@ -203,3 +203,22 @@ def test_no_cdn_documentation_pages(client: TestClient) -> None:
     assert client.get("/openapi.json").json()["info"]["title"] == "lenssr"
     page = client.get("/").text
     assert "http://" not in page and "https://" not in page  # everything is served locally
+
+
+def test_fits_previews_have_row_zero_at_the_bottom(client: TestClient) -> None:
+    from astropy.io import fits
+    from PIL import Image
+
+    data = np.zeros((24, 24), np.float32)
+    data[:4] = 10.0  # bright first rows: at the bottom in ds9 (origin="lower")
+    buf = io.BytesIO()
+    fits.PrimaryHDU(data).writeto(buf)
+    npy = np.zeros((24, 24), np.float32)
+    npy[:4] = 10.0  # an array has no such convention: row 0 stays on top
+    raw = image_zip(0, extra={"a.fits": buf.getvalue(), "b.npy": npy_bytes(npy)})
+    job = wait(client, submit(client, raw).json()["id"])
+    shown = {}
+    for p in job["previews"]:
+        png = np.asarray(Image.open(io.BytesIO(client.get(p["lr"]).content)), dtype=float)
+        shown[p["name"]] = png[-4:].mean() > png[:4].mean()  # bright at the bottom?
+    assert shown == {"a.fits": True, "b.npy": False}

@@ -17,6 +17,7 @@ from lenssr.io.batch import (
 )
 from lenssr.io.images import (
     EXTENSIONS,
+    ClippingWarning,
     DecodeBudget,
     LoadedImage,
     ReadLimits,
@@ -32,6 +33,7 @@ __all__ = [
     "EXTENSIONS",
     "BatchReport",
     "Cancelled",
+    "ClippingWarning",
     "DecodeBudget",
     "InputItem",
     "LoadedImage",

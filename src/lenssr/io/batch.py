@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ import numpy as np
 
 from lenssr.errors import InputError, LenssrError
 from lenssr.io.images import (
+    ClippingWarning,
     DecodeBudget,
     LoadedImage,
     ReadLimits,
@@ -106,16 +108,20 @@ class InputItem:
 
 @dataclass
 class BatchReport:
-    """What a batch did: names processed and ``(name, reason)`` of those skipped."""
+    """What a batch did: names processed, ``(name, reason)`` of those skipped and
+    ``(name, note)`` of processed files with a warning (e.g. values clipped to 16 bits)."""
 
     processed: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     output: Path | None = None
+    notes: list[tuple[str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
-        """``"N processed, M skipped"`` followed by one ``"  name: reason"`` line per skip."""
+        """``"N processed, M skipped"`` followed by one ``"  name: reason"`` line per skip and
+        one ``"  name: warning: note"`` line per note."""
         lines = [f"{len(self.processed)} processed, {len(self.skipped)} skipped"]
         lines += [f"  {name}: {reason}" for name, reason in self.skipped]
+        lines += [f"  {name}: warning: {note}" for name, note in self.notes]
         return "\n".join(lines)
 
 
@@ -569,7 +575,14 @@ def process_path(
                     for name, img, result, error in _run(loaded, fn, batch_fn):
                         if error is None:
                             try:
-                                sink.write(name, result, img, **write_kw)
+                                with warnings.catch_warnings(record=True) as caught:
+                                    warnings.simplefilter("always", ClippingWarning)
+                                    sink.write(name, result, img, **write_kw)
+                                report.notes += [
+                                    (name, str(w.message))
+                                    for w in caught
+                                    if issubclass(w.category, ClippingWarning)
+                                ]
                             except InputError as exc:
                                 error = exc.problem
                             except Exception as exc:

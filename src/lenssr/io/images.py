@@ -591,6 +591,35 @@ def rescale_fits_header(header: Any, scale: float) -> Any:
     return hdr
 
 
+#: A surface-brightness unit: a flux unit per arcsec^2 or per steradian.
+_PER_AREA = re.compile(
+    r"^(?P<flux>.+?)\s*(?P<area>/\s*arcsec\s*(\^|\*\*)?\s*2|\s+arcsec\s*(\^|\*\*)?\s*-2"
+    r"|/\s*sr|\s+sr\s*(\^|\*\*)?\s*-1)$",
+    re.IGNORECASE,
+)
+
+
+def _pixel_area(header: Any, area_unit: str) -> float | None:
+    """Area of one pixel of ``header``'s celestial WCS in arcsec^2 (or sr when ``area_unit``
+    names steradians), or None without a usable WCS."""
+    if header is None:
+        return None
+    try:
+        from astropy.wcs import WCS
+        from astropy.wcs.utils import proj_plane_pixel_area
+
+        with warnings.catch_warnings(action="ignore"):
+            wcs = WCS(header)
+            if not wcs.has_celestial:
+                return None
+            deg2 = float(proj_plane_pixel_area(wcs.celestial))
+    except Exception:  # no or broken WCS: the unit says "per input pixel"
+        return None
+    if not deg2 > 0:
+        return None
+    return deg2 * (np.pi / 180) ** 2 if "sr" in area_unit.lower() else deg2 * 3600.0**2
+
+
 def _write_fits(
     data: np.ndarray,
     like: LoadedImage,
@@ -609,6 +638,19 @@ def _write_fits(
     if conserve_flux:
         note = f"per-pixel flux: values divided by scale**2 = {scale**2:g}"
         header["FLUXCONV"] = ("flux", "pixel values conserve total flux per pixel")
+        unit = header.get("BUNIT")
+        if isinstance(unit, str) and (m := _PER_AREA.match(unit.strip())):
+            # The values are no longer per unit area: each pixel holds its flux divided by
+            # the area of an *input* pixel (so that sum(values) * LR pixel area = total flux).
+            flux = m.group("flux").strip()
+            area = _pixel_area(meta.get("header"), m.group("area"))
+            label = "arcsec2" if "arcsec" in m.group("area").lower() else "sr"
+            header["BUNIT"] = (
+                f"{flux}/({area:.6g} {label})" if area else f"{flux} per input pixel",
+                "flux per pixel over the input pixel's area",
+            )
+            if area:
+                header["LRPIXAR"] = (area, f"input (LR) pixel area [{label}]")
     else:
         note = "surface brightness: pixel values keep the input's units per unit area"
         header["FLUXCONV"] = ("surface brightness", "pixel values are surface brightness")
@@ -758,11 +800,28 @@ def _read_tiff(raw: bytes, label: str, guard: _Guard) -> tuple[np.ndarray, dict[
     return arr, {"dtype": dtype, "bits": dt.itemsize * 8}
 
 
-def _to_stored_dtype(data: np.ndarray, dtype: str) -> np.ndarray:
+class ClippingWarning(UserWarning):
+    """Result values fell outside the integer range of the output's bit depth and were clipped
+    (batch code records it as a note of that file)."""
+
+
+def _to_stored_dtype(data: np.ndarray, dtype: str, fmt: str = "PNG") -> np.ndarray:
     dt = np.dtype(dtype)
     if np.issubdtype(dt, np.integer):
         info = np.iinfo(dt)
-        return np.clip(np.rint(data), info.min, info.max).astype(dt)
+        rounded = np.rint(data)
+        low, high = int((rounded < info.min).sum()), int((rounded > info.max).sum())
+        if low or high:
+            lo, hi = float(data.min()), float(data.max())
+            warnings.warn(
+                ClippingWarning(
+                    f"{low + high} values outside {info.min}..{info.max} clipped to the "
+                    f"{dt.itemsize * 8}-bit {fmt} range (result spans {lo:.6g}..{hi:.6g}); "
+                    "convert the input to FITS or a float32 TIFF to keep the full range"
+                ),
+                stacklevel=3,
+            )
+        return np.clip(rounded, info.min, info.max).astype(dt)
     return data.astype(np.float32)
 
 
@@ -781,7 +840,9 @@ def _write_tiff(data: np.ndarray, like: LoadedImage) -> bytes:
 
     buf = io.BytesIO()
     tifffile.imwrite(
-        buf, _to_stored_dtype(data, like.meta.get("dtype", "float32")), photometric="minisblack"
+        buf,
+        _to_stored_dtype(data, like.meta.get("dtype", "float32"), "TIFF"),
+        photometric="minisblack",
     )
     return buf.getvalue()
 
@@ -834,8 +895,10 @@ def write_image(
         scale: pixel-grid refinement factor ``s`` (FITS WCS is rescaled by it).
         history: text of a FITS ``HISTORY`` card (e.g. ``"lenssr hybrid x2"``).
         conserve_flux: if True, divide values by ``s**2`` so each output pixel holds its share of
-            the input pixel's flux; by default values stay surface brightness (FITS ``BUNIT``
-            is never changed; the convention is stated in a ``FLUXCONV`` card).
+            the input pixel's flux; by default values stay surface brightness (the convention
+            is stated in a ``FLUXCONV`` card). A surface-brightness FITS ``BUNIT`` (per
+            arcsec^2 or per sr) is then rewritten as flux per input-pixel area, e.g.
+            ``e-/s/(0.0025 arcsec2)``, with the LR pixel area in ``LRPIXAR``.
 
     Raises:
         InputError: the result holds NaN or infinite values.

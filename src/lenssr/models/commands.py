@@ -55,6 +55,15 @@ def _scales(scales: list[int]) -> str:
     return ",".join(f"x{s}" for s in scales)
 
 
+def metric_mean(metrics: Any, key: str) -> float | None:
+    """The mean of metric ``key`` of a model card's ``metrics``: a number, or the ``mean`` of
+    a ``{"mean", "std", ...}`` summary as :func:`lenssr.training.ship_model` writes it."""
+    value = metrics.get(key) if isinstance(metrics, dict) else None
+    if isinstance(value, dict):
+        value = value.get("mean")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def models_command(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
@@ -76,11 +85,19 @@ def models_command(
     rows = []
     for s in summary["shipped"]:
         params = f"{s['params']:,}" if isinstance(s["params"], int) else "?"
-        psnr = s["metrics"].get("psnr") if isinstance(s["metrics"], dict) else None
-        psnr_text = f"{psnr:.2f}" if isinstance(psnr, int | float) else "-"
-        rows.append([s["name"], s["arch"], params, _scales(s["scales"]), psnr_text])
-    typer.echo("Shipped weights:")
-    typer.echo(_format_table(["name", "arch", "params", "scales", "psnr"], rows))
+        psnr, ssim = metric_mean(s["metrics"], "psnr"), metric_mean(s["metrics"], "ssim")
+        rows.append(
+            [
+                s["name"],
+                s["arch"],
+                params,
+                _scales(s["scales"]),
+                f"{psnr:.2f}" if psnr is not None else "-",
+                f"{ssim:.4f}" if ssim is not None else "-",
+            ]
+        )
+    typer.echo("Shipped weights (psnr [dB] and ssim: mean over the test set of each model card):")
+    typer.echo(_format_table(["name", "arch", "params", "scales", "psnr", "ssim"], rows))
 
 
 def register(app: typer.Typer) -> None:

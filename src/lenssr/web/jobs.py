@@ -86,6 +86,7 @@ class Job:
     done: int = 0
     processed: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)
     previews: list[Preview] = field(default_factory=list)
     error: str | None = None
     created: float = field(default_factory=time.time)
@@ -119,6 +120,7 @@ class Job:
             "queue_position": position,
             "processed": list(self.processed),
             "skipped": [{"name": n, "reason": r} for n, r in self.skipped],
+            "notes": [{"name": n, "note": t} for n, t in self.notes],
             "previews": [
                 {
                     "k": k,
@@ -256,6 +258,7 @@ def write_report(job: Job) -> None:
         "tta": job.tta,
         "processed": list(job.processed),
         "skipped": [{"name": n, "reason": r} for n, r in job.skipped],
+        "notes": [{"name": n, "note": t} for n, t in job.notes],
     }
     with zipfile.ZipFile(job.result_zip, "a", compression=zipfile.ZIP_DEFLATED) as zf:
         if "report.json" not in zf.namelist():
@@ -265,7 +268,8 @@ def write_report(job: Job) -> None:
 def make_previews(job: Job, count: int) -> list[Preview]:
     """Before/after pairs for the first ``count`` processed images: LR from the job's input,
     SR read back from the result zip (exactly what the user downloads). Images larger than
-    :data:`PREVIEW_MAX_PIXELS` at SR size are left out (memory)."""
+    :data:`PREVIEW_MAX_PIXELS` at SR size are left out (memory). FITS images are shown with
+    their first row at the bottom, as ds9 and ``imshow(origin="lower")`` show them."""
     from lenssr.io import read_image
 
     names = job.processed[:count]
@@ -277,10 +281,13 @@ def make_previews(job: Job, count: int) -> list[Preview]:
         for name in names:
             if name not in lr_raw:
                 continue
-            lr = read_image(lr_raw[name], name=name).data
+            lr_img = read_image(lr_raw[name], name=name)
+            lr = lr_img.data
             if lr.size * job.scale**2 > PREVIEW_MAX_PIXELS:
                 continue
             sr = read_image(zout.read(name), name=name).data
+            if lr_img.fmt == "fits":
+                lr, sr = np.flipud(lr), np.flipud(sr)
             previews.append(Preview(name=name, lr=lr, sr=sr))
     return previews
 
@@ -497,6 +504,7 @@ class JobManager:
             )
             job.processed = list(report.processed)
             job.skipped.extend(report.skipped)
+            job.notes = list(report.notes)
             if not job.processed:
                 job.status = FAILED
                 job.error = "no image could be processed (see the list of refused files)"

@@ -264,6 +264,9 @@ async function poll(id) {
     a.title = job.expires_in_s === null ? "" :
       `kept on the server for ${Math.round(job.expires_in_s / 60)} more minutes`;
     showPreviews(job.previews);
+    if (job.notes && job.notes.length) {
+      showMessage(job.notes.map((n) => `${n.name}: ${n.note}`).join("\n"));
+    }
     $("start").disabled = state.files.length === 0;
     return;
   } else if (job.status === "cancelled") {
