@@ -49,9 +49,9 @@ from lenssr.pretrain.resume import (
     ResumableBatches,
     check_output_dir,
     load_state,
-    rng_state,
+    loop_state,
+    restore_loop_state,
     save_state,
-    set_rng_state,
 )
 
 #: The ``gan:`` section (all other sections are the supervised trainer's).
@@ -453,20 +453,15 @@ class GANTrainer:
     def _state(self) -> dict[str, Any]:
         """Everything besides the config that an exact resume needs (``last.safetensors`` holds
         the EMA generator, so the raw one is stored here)."""
-        return {
-            "step": self.step,
-            "batches": self.batches.state_dict(),
-            "elapsed_s": self._elapsed(),
-            "history": self.history,
-            "last_metrics": self.last_metrics,
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "g_opt": self.g_opt.state_dict(),
-            "d_opt": self.d_opt.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "rng": rng_state(),
-            "gp_gen": self.gp_gen.get_state(),
-        }
+        return loop_state(
+            self,
+            last_metrics=self.last_metrics,
+            generator=self.generator.state_dict(),
+            discriminator=self.discriminator.state_dict(),
+            g_opt=self.g_opt.state_dict(),
+            d_opt=self.d_opt.state_dict(),
+            gp_gen=self.gp_gen.get_state(),
+        )
 
     def _load_state(self) -> None:
         """Continue from ``last.state.pt`` (``--resume``)."""
@@ -481,15 +476,9 @@ class GANTrainer:
             ) from exc
         self.g_opt.load_state_dict(state["g_opt"])
         self.d_opt.load_state_dict(state["d_opt"])
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.step = int(state["step"])
-        self.batches.load_state_dict(state["batches"])
-        self.elapsed_before = float(state["elapsed_s"])
-        self.history = list(state["history"])
+        restore_loop_state(self, state)
         self.last_metrics = state["last_metrics"]
         self.gp_gen.set_state(state["gp_gen"])
-        set_rng_state(state["rng"])
         self.last_good = self.out / "last.safetensors"
 
     # ------------------------------------------------------------------------------ loop

@@ -56,9 +56,9 @@ from lenssr.pretrain.resume import (
     ResumableBatches,
     check_output_dir,
     load_state,
-    rng_state,
+    loop_state,
+    restore_loop_state,
     save_state,
-    set_rng_state,
 )
 
 #: ``on_validation(step, metrics)``: called after each validation; raising ends the run.
@@ -427,17 +427,12 @@ class Pretrainer:
 
     def _state(self) -> dict[str, Any]:
         """Everything besides ``last.safetensors`` that an exact resume needs."""
-        return {
-            "step": self.step,
-            "batches": self.batches.state_dict(),
-            "elapsed_s": self._elapsed(),
-            "best": self.best,
-            "history": self.history,
-            "optimizer": self.optimizer.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "rng": rng_state(),
-            "noise_gen": self.noise_gen.get_state(),
-        }
+        return loop_state(
+            self,
+            best=self.best,
+            optimizer=self.optimizer.state_dict(),
+            noise_gen=self.noise_gen.get_state(),
+        )
 
     def _load_state(self) -> None:
         """Continue from ``last.safetensors`` + ``last.state.pt`` (``--resume``)."""
@@ -453,15 +448,9 @@ class Pretrainer:
                 f"({str(exc).splitlines()[0]})"
             ) from exc
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.step = int(state["step"])
-        self.batches.load_state_dict(state["batches"])
-        self.elapsed_before = float(state["elapsed_s"])
+        restore_loop_state(self, state)
         self.best = float(state["best"])
-        self.history = list(state["history"])
         self.noise_gen.set_state(state["noise_gen"])
-        set_rng_state(state["rng"])
         self.last_good = weights
 
     # ------------------------------------------------------------------------------ run

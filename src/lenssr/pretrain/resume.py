@@ -118,3 +118,32 @@ def check_output_dir(out: Path, resume: bool, result: str) -> None:
         raise ConfigError(
             f"{out} already holds a run; use --resume to continue it or choose another --out"
         )
+
+
+def loop_state(trainer: Any, **extra: Any) -> dict[str, Any]:
+    """The resume state every trainer loop shares, plus ``extra`` (optimisers, generators...).
+
+    ``trainer`` has ``step``, ``batches`` (:class:`ResumableBatches`), ``history``, ``ema``
+    (an EMA or ``None``) and ``_elapsed()`` (seconds).
+    """
+    return {
+        "step": trainer.step,
+        "batches": trainer.batches.state_dict(),
+        "elapsed_s": trainer._elapsed(),
+        "history": trainer.history,
+        "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
+        "rng": rng_state(),
+        **extra,
+    }
+
+
+def restore_loop_state(trainer: Any, state: dict[str, Any]) -> None:
+    """Put a :func:`loop_state` back: step, batch position, elapsed time (into
+    ``trainer.elapsed_before``), history, EMA and the global RNG states."""
+    trainer.step = int(state["step"])
+    trainer.batches.load_state_dict(state["batches"])
+    trainer.elapsed_before = float(state["elapsed_s"])
+    trainer.history = list(state["history"])
+    if trainer.ema is not None and state["ema"] is not None:
+        trainer.ema.load_state_dict(state["ema"])
+    set_rng_state(state["rng"])
