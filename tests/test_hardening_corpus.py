@@ -330,7 +330,8 @@ def test_iter_inputs_reads_zip_members_lazily(corpus: dict[str, Path]):
 
 # -------------------------------------------------------------------- CLI in a subprocess
 
-#: Runs ``lenssr upscale`` in-process for each case and prints the peak RSS above idle (MB).
+#: Runs ``lenssr upscale`` in-process for each case, then a web job for two of them, and prints
+#: the peak RSS above idle (MB) of each.
 RSS_SCRIPT = r"""
 import json, sys
 from lenssr.cli import main
@@ -357,6 +358,29 @@ for name, (inp, outp) in cases.items():
     open("/proc/self/clear_refs", "w").write("5")
     rc = run(["upscale", inp, "-o", outp, "--model", "bicubic", "-q"])
     out[name] = {"rc": rc, "peak_above_idle_mb": round(status("VmHWM:") - idle, 1)}
+
+# The web API in the same process: one job per hostile upload, peak RSS of the whole job.
+import time
+from fastapi.testclient import TestClient
+from lenssr.web import Settings, create_app
+
+settings = Settings(model="bicubic", work_dir=sys.argv[2])
+with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
+    for name in ("all", "zeros_2000"):
+        inp = cases[name][0]
+        idle = status("VmRSS:")
+        open("/proc/self/clear_refs", "w").write("5")
+        with open(inp, "rb") as fh:
+            r = client.post("/api/jobs", files=[("files[]", ("x.zip", fh, "application/zip"))])
+        job_id = r.json()["id"]
+        while (job := client.get(f"/api/jobs/{job_id}").json())["status"] in ("queued", "running"):
+            time.sleep(0.05)
+        out["web_" + name] = {
+            "status": job["status"],
+            "processed": len(job["processed"]),
+            "skipped": len(job["skipped"]),
+            "peak_above_idle_mb": round(status("VmHWM:") - idle, 1),
+        }
 print("RSS=" + json.dumps(out))
 """
 
@@ -367,7 +391,7 @@ def test_cli_peak_rss_per_hostile_case(corpus: dict[str, Path], tmp_path: Path):
         out = tmp_path / (case if case == "folder" else f"{case}.zip")
         cases[case] = [str(path), str(out)]
     proc = subprocess.run(
-        [sys.executable, "-c", RSS_SCRIPT, json.dumps(cases)],
+        [sys.executable, "-c", RSS_SCRIPT, json.dumps(cases), str(tmp_path / "jobs")],
         capture_output=True,
         text=True,
         timeout=900,
@@ -378,8 +402,11 @@ def test_cli_peak_rss_per_hostile_case(corpus: dict[str, Path], tmp_path: Path):
     rss = json.loads(line[4:])
     print(json.dumps(rss, indent=1))
     for case, result in rss.items():
-        assert result["rc"] == 0, (case, result)
+        assert result.get("rc", 0) == 0 and result.get("status", "done") == "done", (case, result)
         assert result["peak_above_idle_mb"] < RSS_LIMIT_MB, (case, result)
+    assert rss["web_all"]["processed"] == len(GOOD) + 1
+    assert rss["web_all"]["skipped"] == len(HOSTILE)
+    assert rss["web_zeros_2000"]["processed"] == len(GOOD) + 64  # 64 MiB allowance
     for case in HOSTILE:
         with zipfile.ZipFile(tmp_path / f"{case}.zip") as zf:
             assert sorted(zf.namelist()) == sorted(GOOD), case
