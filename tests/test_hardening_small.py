@@ -168,3 +168,19 @@ def test_models_table_shows_the_cards_psnr_and_ssim(capsys) -> None:
         psnr, ssim = cols[-2], cols[-1]
         assert re.fullmatch(r"\d+\.\d\d", psnr) and 20 < float(psnr) < 100, (name, cols)
         assert re.fullmatch(r"0\.\d{4}|1\.0000", ssim), (name, cols)
+
+
+def test_upscale_max_pixels_skips_larger_files_unread(tmp_path, capsys) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "small.npy").write_bytes(npy_bytes(np.ones((8, 8), np.float32)))
+    (tmp_path / "in" / "large.npy").write_bytes(npy_bytes(np.ones((16, 16), np.float32)))
+    args = ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", "bicubic"]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "-q", "--max-pixels", "100"])
+    assert exc.value.code in (0, None)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "1 processed, 1 skipped"
+    assert out[1] == (
+        "  large.npy: the .npy header declares 16x16 = 256 pixels, more than the limit of 100 "
+        "(nothing was decoded)"
+    )

@@ -39,9 +39,16 @@ def upscale(
         16, "--batch-size", min=1, help="Images or tiles per network call."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", "--no-progress", help="No progress bar."),
+    max_pixels: int = typer.Option(
+        8192 * 8192,
+        "--max-pixels",
+        min=1,
+        help="Largest image (h*w LR pixels) read; files declaring more are skipped unread.",
+    ),
 ) -> None:
     """Super-resolve LR images (.npy, FITS, PNG, TIFF; a file, a folder or a .zip)."""
     from lenssr.inference.upscale import upscale_path
+    from lenssr.io import ZipLimits
 
     if onnx is not None:
         backend = "onnxruntime"
@@ -58,6 +65,7 @@ def upscale(
         progress=not quiet,
         onnx_path=onnx,
         batch_size=batch_size,
+        limits=ZipLimits(max_pixels=max_pixels),
     )
     typer.echo(report.summary())
     if not report.processed:
