@@ -151,3 +151,18 @@ def tiny_train_config(pairs: Path, out: Path, steps: int = 20, **sections: objec
 def train_config() -> Callable[..., dict]:
     """The config builder `tiny_train_config(pairs, out, steps=20, **sections)`."""
     return tiny_train_config
+
+
+@pytest.fixture
+def grad_norms(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The total gradient norm every AdamW step of the test sees, in call order."""
+    norms: list[float] = []
+    original = torch.optim.AdamW.step
+
+    def spy(self: torch.optim.AdamW, *args: object, **kwargs: object) -> object:
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    return norms

@@ -47,11 +47,11 @@ from lenssr.gan.losses import ADVERSARIAL_TYPES, AdversarialLoss
 from lenssr.pretrain.pretrain import ValidationCallback, check_finite, weights_finite
 from lenssr.pretrain.resume import (
     ResumableBatches,
+    after_checkpoint,
     check_output_dir,
     load_state,
     loop_state,
     restore_loop_state,
-    save_state,
 )
 
 #: The ``gan:`` section (all other sections are the supervised trainer's).
@@ -443,12 +443,7 @@ class GANTrainer:
                     if key != "step":
                         writer.add_scalar(f"val/{key.removeprefix('val_')}", value, self.step)
         self.last_metrics = metrics
-        saved = self._save("last", metrics)
-        if saved is not None:
-            self.last_good = saved
-            save_state(self.out, self._state())
-        if metrics is not None and self.on_validation is not None:
-            self.on_validation(self.step, dict(metrics))
+        after_checkpoint(self, self._save("last", metrics), metrics)
 
     def _state(self) -> dict[str, Any]:
         """Everything besides the config that an exact resume needs (``last.safetensors`` holds

@@ -54,11 +54,11 @@ from lenssr.errors import ConfigError, LenssrError
 from lenssr.pretrain.noise import DEFAULT_INTENSITY, NOISE_FUNCTIONS, NoiseSampler
 from lenssr.pretrain.resume import (
     ResumableBatches,
+    after_checkpoint,
     check_output_dir,
     load_state,
     loop_state,
     restore_loop_state,
-    save_state,
 )
 
 #: ``on_validation(step, metrics)``: called after each validation; raising ends the run.
@@ -418,12 +418,7 @@ class Pretrainer:
                 self.best = metrics["val_loss"]
                 w = "ema" if self.ema is not None else "raw"
                 self._save("pretrained", self._eval_model(), w, metrics)
-        saved = self._save("last", self.model, "raw", metrics)
-        if saved is not None:
-            self.last_good = saved
-            save_state(self.out, self._state())
-        if metrics is not None and self.on_validation is not None:
-            self.on_validation(self.step, dict(metrics))
+        after_checkpoint(self, self._save("last", self.model, "raw", metrics), metrics)
 
     def _state(self) -> dict[str, Any]:
         """Everything besides ``last.safetensors`` that an exact resume needs."""

@@ -147,3 +147,15 @@ def restore_loop_state(trainer: Any, state: dict[str, Any]) -> None:
     if trainer.ema is not None and state["ema"] is not None:
         trainer.ema.load_state_dict(state["ema"])
     set_rng_state(state["rng"])
+
+
+def after_checkpoint(trainer: Any, last: Path | None, metrics: dict[str, float] | None) -> None:
+    """What both loops do once ``last.*`` is written (``last`` is ``None`` when the weights were
+    not finite and nothing was written): remember it as the last good checkpoint, write
+    ``last.state.pt`` beside it (``trainer._state()``), then call ``trainer.on_validation(step,
+    metrics)`` when there was a validation; an exception from the callback ends the run."""
+    if last is not None:
+        trainer.last_good = last
+        save_state(trainer.out, trainer._state())
+    if metrics is not None and trainer.on_validation is not None:
+        trainer.on_validation(trainer.step, dict(metrics))
