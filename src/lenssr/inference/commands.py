@@ -38,6 +38,17 @@ def upscale(
     batch_size: int = typer.Option(
         16, "--batch-size", min=1, help="Images or tiles per network call."
     ),
+    psf_fwhm: float | None = typer.Option(
+        None, "--psf-fwhm", help="LR PSF FWHM in arcsec (default: FITS header, else 0.18)."
+    ),
+    pixel_scale: float | None = typer.Option(
+        None, "--pixel-scale", help="LR pixel scale in arcsec (default: FITS WCS, else 0.10)."
+    ),
+    noise_sigma: float | None = typer.Option(
+        None,
+        "--noise-sigma",
+        help="Background noise sigma in the images' units (default: estimated).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", "--no-progress", help="No progress bar."),
     max_pixels: int = typer.Option(
         8192 * 8192,
@@ -52,6 +63,12 @@ def upscale(
 
     if onnx is not None:
         backend = "onnxruntime"
+    for flag, value in (("--psf-fwhm", psf_fwhm), ("--pixel-scale", pixel_scale)):
+        if value is not None and not value > 0:
+            raise LenssrError(f"{flag} must be > 0 (arcsec), got {value}")
+    if noise_sigma is not None and not noise_sigma >= 0:
+        raise LenssrError(f"--noise-sigma must be >= 0, got {noise_sigma}")
+    instruments: dict[str, dict] = {}
     report = upscale_path(
         inp,
         output,
@@ -66,10 +83,45 @@ def upscale(
         onnx_path=onnx,
         batch_size=batch_size,
         limits=ZipLimits(max_pixels=max_pixels),
+        psf_fwhm=psf_fwhm,
+        pixel_scale=pixel_scale,
+        noise_sigma=noise_sigma,
+        instruments=instruments,
     )
     typer.echo(report.summary())
+    for line in instrument_summary(instruments):
+        typer.echo(line)
     if not report.processed:
         raise typer.Exit(1)
+
+
+def instrument_summary(instruments: dict[str, dict]) -> list[str]:
+    """Lines telling which LR instrument an instrument-aware model used (given, read from the
+    FITS header, estimated or assumed), and any out-of-range warnings, once each."""
+    from lenssr.data.conditioning import DEFAULT_INSTRUMENT
+
+    if not instruments:
+        return []
+    lines: list[str] = []
+    assumed = [n for n, i in instruments.items() if i.get("assumed")]
+    if assumed:
+        lines.append(
+            f"instrument: {len(assumed)} of {len(instruments)} image(s) assumed the default LR "
+            f'camera (PSF FWHM {DEFAULT_INSTRUMENT["psf_fwhm"]}" on '
+            f'{DEFAULT_INSTRUMENT["pixel_scale"]}" pixels) for what they did not say; give '
+            "--psf-fwhm and --pixel-scale (arcsec)"
+        )
+    fwhms = sorted({i["psf_fwhm_pix"] for i in instruments.values() if "psf_fwhm_pix" in i})
+    if fwhms:
+        span = f"{fwhms[0]:.2f}" if len(fwhms) == 1 else f"{fwhms[0]:.2f}-{fwhms[-1]:.2f}"
+        estimated = sum(i.get("noise_sigma") == "estimated" for i in instruments.values())
+        lines.append(
+            f"instrument: PSF FWHM {span} LR pixels; noise sigma "
+            + (f"estimated from {estimated} image(s)" if estimated else "given")
+        )
+    for warning in sorted({i["warning"] for i in instruments.values() if i.get("warning")}):
+        lines.append(f"warning: {warning}")
+    return lines
 
 
 def export(

@@ -25,22 +25,66 @@ if TYPE_CHECKING:
 BACKENDS = ("torch", "onnxruntime")
 
 
+def image_instrument(
+    img: LoadedImage,
+    psf_fwhm: float | None = None,
+    pixel_scale: float | None = None,
+) -> tuple[float | None, float | None]:
+    """``(psf_fwhm, pixel_scale)`` [arcsec] of one input: the given values, else its FITS header
+    (:func:`lenssr.inference.instrument.header_instrument`), else None (the model's default)."""
+    if psf_fwhm is not None and pixel_scale is not None:
+        return psf_fwhm, pixel_scale
+    from lenssr.inference.instrument import header_instrument
+
+    known = header_instrument(img.meta.get("header")) if img.fmt == "fits" else {}
+    return (
+        psf_fwhm if psf_fwhm is not None else known.get("psf_fwhm"),
+        pixel_scale if pixel_scale is not None else known.get("pixel_scale"),
+    )
+
+
 def make_batch_fn(
-    sr: Upscaler, scale: int, tta: bool, tile: int | None, batch_size: int
+    sr: Upscaler,
+    scale: int,
+    tta: bool,
+    tile: int | None,
+    batch_size: int,
+    psf_fwhm: float | None = None,
+    pixel_scale: float | None = None,
+    noise_sigma: float | None = None,
+    instruments: dict[str, dict] | None = None,
 ) -> Callable[[list[LoadedImage]], list[np.ndarray]]:
     """A ``batch_fn`` for ``process_path``: list of LoadedImage -> list of SR arrays (same
-    order); images of equal shape go through the network together. A per-image problem
-    raises :class:`InputError` so ``process_path`` skips that image and goes on."""
+    order); images of equal shape and instrument go through the network together. A per-image
+    problem raises :class:`InputError` so ``process_path`` skips that image and goes on.
+
+    ``psf_fwhm``, ``pixel_scale`` [arcsec] and ``noise_sigma`` (input units) are passed to
+    instrument-aware models; FITS headers fill the first two when not given
+    (:func:`image_instrument`). ``instruments``, when given, collects per image name what was
+    given, read or assumed (the model's ``last_instrument``)."""
 
     def batch_fn(images: list[LoadedImage]) -> list[np.ndarray]:
-        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        groups: dict[tuple, list[int]] = defaultdict(list)
         for i, img in enumerate(images):
-            groups[tuple(img.data.shape)].append(i)
+            fwhm, pix = image_instrument(img, psf_fwhm, pixel_scale)
+            groups[(tuple(img.data.shape), fwhm, pix)].append(i)
         results: list[np.ndarray | None] = [None] * len(images)
-        for idx in groups.values():
+        for (_, fwhm, pix), idx in groups.items():
             stack = np.stack([images[i].data for i in idx])
+            kw = {}
+            if (
+                getattr(sr, "conditioned", False)
+                or getattr(sr, "normalization", None)
+                and (sr.normalization.kind == "noise")
+            ):
+                kw = {"psf_fwhm": fwhm, "pixel_scale": pix, "noise_sigma": noise_sigma}
             try:
-                out = sr.upscale(stack, scale=scale, tta=tta, tile=tile, batch_size=batch_size)
+                out = sr.upscale(
+                    stack, scale=scale, tta=tta, tile=tile, batch_size=batch_size, **kw
+                )
+                if instruments is not None:
+                    for i in idx:
+                        instruments[images[i].name] = dict(getattr(sr, "last_instrument", {}))
             except InputError:
                 raise
             except LenssrError as exc:  # a problem with these pixels: skip, do not abort
@@ -102,6 +146,10 @@ def upscale_path(
     limits: ZipLimits | None = None,
     on_image: Callable[[str, bool], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    psf_fwhm: float | None = None,
+    pixel_scale: float | None = None,
+    noise_sigma: float | None = None,
+    instruments: dict[str, dict] | None = None,
 ) -> BatchReport:
     """Upscale a file, a folder or a zip archive of LR images.
 
@@ -122,6 +170,10 @@ def upscale_path(
         batch_size: images (or tiles) per network call.
         limits, on_image, should_stop: input caps, per-image callback and stop request of
             :func:`lenssr.io.process_path`.
+        psf_fwhm, pixel_scale: the LR instrument [arcsec] for instrument-aware models (FITS
+            headers fill them per file when not given; see :mod:`lenssr.inference.instrument`).
+        noise_sigma: per-pixel noise sigma in the inputs' units (default: estimated per image).
+        instruments: filled with what was given, read or assumed per image name.
 
     Returns:
         The :class:`lenssr.io.BatchReport` (processed names, skipped names with reasons).
@@ -142,7 +194,9 @@ def upscale_path(
             f"{' conserve_flux' if conserve_flux else ''}"
         )
 
-        batch_fn = make_batch_fn(sr, s, tta, tile, batch_size)
+        batch_fn = make_batch_fn(
+            sr, s, tta, tile, batch_size, psf_fwhm, pixel_scale, noise_sigma, instruments
+        )
 
         def fn(img: LoadedImage) -> np.ndarray:
             return batch_fn([img])[0]
