@@ -146,6 +146,45 @@ def test_small_job_is_not_starved_by_a_large_one(client: TestClient) -> None:
     wait(client, large)
 
 
+def test_large_job_pauses_its_network_calls_while_a_small_job_runs(tmp_path: Path) -> None:
+    import threading
+
+    settings = Settings(model="bicubic", work_dir=tmp_path / "jobs", small_job_pixels=5000)
+    with TestClient(create_app(settings), base_url=LOCAL) as c:
+        manager = c.app.state.jobs
+        real_load = manager._load
+        calls: list[tuple[str, float, float]] = []  # (worker thread, start, end)
+
+        def load(name: str):
+            model = real_load(name)
+            forward = model._forward
+
+            def recording(*args, **kwargs):
+                start = time.time()
+                time.sleep(DELAY)
+                out = forward(*args, **kwargs)
+                calls.append((threading.current_thread().name, start, time.time()))
+                return out
+
+            model._forward = recording
+            return model
+
+        manager._load = load
+        large = submit(c, image_zip(30, (32, 32))).json()["id"]
+        while poll(c, large)["done"] < 2:
+            time.sleep(0.02)
+        small = submit(c, image_zip(4, (16, 16))).json()["id"]
+        assert wait(c, small)["status"] == "done"
+        mine = [(s, e) for n, s, e in calls if n == "lenssr-small-jobs"]
+        assert len(mine) == 4
+        first, last = mine[0][0], mine[-1][1]
+        overlapping = [(s, e) for n, s, e in calls if n != "lenssr-small-jobs" and s > first]
+        overlapping = [(s, e) for s, e in overlapping if s < last]
+        assert overlapping == [], "the large job kept running while the small one ran"
+        assert poll(c, large)["status"] == "running"
+        assert wait(c, large)["status"] == "done"
+
+
 def test_result_zip_holds_report_json(client: TestClient) -> None:
     raw = image_zip(3, extra={"notes.txt": b"hi", "__MACOSX/._img000.npy": b"x", ".hid.npy": b""})
     r = submit(client, raw)

@@ -302,7 +302,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         seen.add(name)
                         with zf.open(name, "w") as fh:
                             shutil.copyfileobj(upload.file, fh, length=1024 * 1024)
-                        pixels += (upload.size or 0) // 2
+                        pixels += (upload.size or 0) // 4
             if not seen:
                 raise InputError(
                     "upload", "no image files (.npy, .fits, .fits.gz, .fz, .png, .tif)"

@@ -189,7 +189,7 @@ def count_images(zip_path: Path, settings: Settings, name: str | None = None) ->
 
 def zip_stats(zip_path: Path, settings: Settings, name: str | None = None) -> tuple[int, int]:
     """``(images, estimated LR pixels)`` of an uploaded zip (see :func:`count_images`); the
-    pixel estimate assumes 2 bytes per pixel of uncompressed member data."""
+    pixel estimate assumes 4 bytes per pixel of uncompressed member data (float32)."""
     from lenssr.io import check_zip_infos, is_ignored_name, is_image_name, sanitize_member_name
 
     name = name or zip_path.name
@@ -207,7 +207,7 @@ def zip_stats(zip_path: Path, settings: Settings, name: str | None = None) -> tu
             continue
         if is_image_name(member) and not is_ignored_name(member):
             n += 1
-            pixels += info.file_size // 2
+            pixels += info.file_size // 4
     if n == 0:
         why = f" ({len(unsafe)} unsafe names refused, e.g. {unsafe[0]})" if unsafe else ""
         raise InputError(name, f"the archive holds no usable image files{why}")
@@ -316,6 +316,9 @@ class JobManager:
         self._small: queue.Queue[str | None] = queue.Queue()  # the small-job lane
         self._models: dict[str, Any] = {}
         self._model_locks: dict[str, threading.Lock] = {}
+        self._local = threading.local()  # the job this worker thread runs
+        self._gate = threading.Condition()  # large jobs wait on it while a small job runs
+        self._small_running = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -336,11 +339,13 @@ class JobManager:
         self._threads.append(janitor)
 
     def stop(self) -> None:
-        """Stop the threads (a running job finishes first) and delete the job folders."""
+        """Stop the threads (running jobs are cancelled) and delete the job folders."""
         self._stop.set()
         with self._lock:
             for job in self._jobs.values():
                 job.cancel.set()
+        with self._gate:
+            self._gate.notify_all()
         for _ in range(self.settings.workers):
             self._queue.put(None)
         self._small.put(None)
@@ -400,6 +405,8 @@ class JobManager:
             if job is None:
                 return None
             job.cancel.set()
+            with self._gate:
+                self._gate.notify_all()
             if job_id in self._order:
                 self._order.remove(job_id)
             if job.status == QUEUED:
@@ -445,15 +452,41 @@ class JobManager:
     # ----------------------------------------------------------------------------- workers
 
     def model(self, name: str) -> tuple[Any, threading.Lock]:
-        """The cached model instance for ``name`` (loaded on first use) and its lock."""
+        """The cached model instance for ``name`` (loaded on first use, with the small-job
+        gate installed on its network calls) and the lock that guards its loading."""
         with self._lock:
             lock = self._model_locks.setdefault(name, threading.Lock())
         with lock:
             if name not in self._models:
-                from lenssr.inference import load_model
-
-                self._models[name] = load_model(name, device=self.settings.device)
+                model = self._load(name)
+                self._gate_network(model)
+                self._models[name] = model
         return self._models[name], lock
+
+    def _load(self, name: str) -> Any:
+        from lenssr.inference import load_model
+
+        return load_model(name, device=self.settings.device)
+
+    def _gate_network(self, model: Any) -> None:
+        """Wrap ``model._forward`` (one network call: a batch of images or tiles) so that a
+        large job's worker waits while a small job runs, and a cancelled job stops at its
+        next network call (within a tile batch, also inside one large image)."""
+        from lenssr.io import Cancelled
+
+        forward = model._forward
+
+        def gated(*args: Any, **kwargs: Any) -> Any:
+            job: Job | None = getattr(self._local, "job", None)
+            if job is not None:
+                if not getattr(self._local, "small", False):
+                    with self._gate:
+                        self._gate.wait_for(lambda: self._small_running == 0 or job.cancel.is_set())
+                if job.cancel.is_set():
+                    raise Cancelled("job cancelled")
+            return forward(*args, **kwargs)
+
+        model._forward = gated
 
     def _janitor(self) -> None:
         interval = min(30.0, max(0.2, self.settings.ttl_seconds / 4))
@@ -474,15 +507,20 @@ class JobManager:
                     self._order.remove(job_id)
             if job is None or job.status != QUEUED:
                 continue
-            self.run(job)
+            self.run(job, small=lane is self._small)
 
-    def run(self, job: Job) -> None:
+    def run(self, job: Job, small: bool = False) -> None:
         """Run one job to completion; every error ends up in ``job.error``. A cancelled job
-        stops at the next image and its files are deleted."""
+        stops at its next network call and its files are deleted. While a ``small`` job
+        runs, large jobs pause between their network calls."""
         from lenssr.inference import upscale_path
         from lenssr.io import Cancelled
 
         job.status, job.started = RUNNING, time.time()
+        self._local.job, self._local.small = job, small
+        if small:
+            with self._gate:
+                self._small_running += 1
 
         def on_image(_name: str, _ok: bool) -> None:
             job.done += 1
@@ -523,6 +561,11 @@ class JobManager:
             log.exception("job %s failed", job.id)
             job.status, job.error = FAILED, f"internal error: {type(exc).__name__}: {exc}"
         finally:
+            self._local.job = None
+            if small:
+                with self._gate:
+                    self._small_running -= 1
+                    self._gate.notify_all()
             job.finished = time.time()
             if job.cancel.is_set():
                 job.status = CANCELLED

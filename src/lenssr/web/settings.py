@@ -28,8 +28,9 @@ class Settings:
         max_decoded_mb: decoded images (float32) of one job together, MiB; further images
             of the job are refused one by one.
         workers: job worker threads for large jobs (jobs beyond this wait in a queue).
-        small_job_pixels: jobs of at most this many LR pixels (estimated from the upload)
-            run on a worker of their own, so a large job never makes them wait.
+        small_job_pixels: jobs of at most this many LR pixels (estimated from the upload,
+            4 bytes per pixel) run on a worker of their own, and large jobs pause between
+            their network calls while one runs, so a large job never makes them wait.
         batch_size: images per network call; 1 gives progress per image (larger batches are
             somewhat faster on a GPU, progress then moves one batch at a time).
         allowed_hosts: ``Host`` header values (host names, without port) accepted; the
@@ -54,7 +55,7 @@ class Settings:
     max_decoded_mb: float = 4096.0
     ttl_minutes: float = 60.0
     workers: int = 1
-    small_job_pixels: int = 1024 * 1024
+    small_job_pixels: int = 256 * 1024
     batch_size: int = 1
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
