@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from lenssr.web.settings import Settings
@@ -52,6 +54,13 @@ def serve_command(
         help="Host name the server answers to besides localhost (repeatable; '*' for any, "
         "behind a proxy that checks it).",
     ),
+    work_dir: Path | None = typer.Option(
+        None,
+        "--work-dir",
+        help="Folder of the jobs' files (default: a temporary one, deleted at exit). With it, "
+        "jobs survive a restart: finished ones are served until their TTL, interrupted ones "
+        "run again.",
+    ),
     allowed_origins: list[str] | None = typer.Option(
         None,
         "--allowed-origin",
@@ -78,6 +87,7 @@ def serve_command(
         batch_size=batch_size,
         allowed_hosts=tuple(allowed_hosts or ()),
         allowed_origins=tuple(allowed_origins or ()),
+        work_dir=work_dir,
     )
     app = create_app(settings)
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -10,13 +10,20 @@ never makes them wait. A job can be cancelled (it stops at the next image and it
 deleted). A failing job is marked failed with its message; it never stops the workers.
 Finished jobs are deleted, files included, ``ttl`` seconds after they end; their ids are
 remembered so that a poll says the job expired instead of "unknown".
+
+With a ``work_dir`` of its own choosing, the server survives restarts: each job's state is kept
+in ``<work_dir>/<id>/job.json``; at start, finished jobs are served again until their TTL, and
+jobs that were queued or running when the server stopped (Ctrl-C) or was killed run again from
+their input, to the same result.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
+import re
 import shutil
 import tempfile
 import threading
@@ -38,6 +45,12 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed"
 FINISHED = (DONE, FAILED, CANCELLED)
 #: How many expired job ids are remembered (for the "expired" message).
 EXPIRED_MEMORY = 10_000
+#: The state file of a job, in its folder.
+JOB_FILE = "job.json"
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+#: Job fields kept in its state file.
+_SAVED = ("id", "model", "scale", "tta", "result_name", "total", "pixels", "status",
+          "processed", "skipped", "notes", "error", "created", "started", "finished")  # fmt: skip
 BICUBIC = "bicubic"
 #: Largest SR image (pixels) kept in memory for a preview; bigger images get none.
 PREVIEW_MAX_PIXELS = 2048 * 2048
@@ -93,6 +106,31 @@ class Job:
     started: float | None = None
     finished: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    cancelled_by_user: bool = False
+
+    def save(self) -> None:
+        """Write the job's state to ``folder/job.json`` (atomically)."""
+        state = {k: getattr(self, k) for k in _SAVED}
+        tmp = self.folder / (JOB_FILE + ".tmp")
+        try:
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, self.folder / JOB_FILE)
+        except OSError:  # the folder was deleted meanwhile (cancelled, expired)
+            tmp.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, folder: Path) -> Job:
+        """The job saved in ``folder/job.json``.
+
+        Raises:
+            ValueError, OSError, KeyError: missing or unreadable state.
+        """
+        state = json.loads((folder / JOB_FILE).read_text())
+        if state["id"] != folder.name:
+            raise ValueError("job id does not match its folder")
+        state["skipped"] = [tuple(x) for x in state["skipped"]]
+        state["notes"] = [tuple(x) for x in state["notes"]]
+        return cls(folder=folder, input_zip=folder / "input.zip", **state)
 
     @property
     def result_zip(self) -> Path:
@@ -325,9 +363,13 @@ class JobManager:
     # ----------------------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        """Start the worker threads and the janitor (idempotent)."""
+        """Resume the jobs kept in the work folder, start the worker threads and the janitor
+        (idempotent)."""
         if self._threads:
             return
+        self._stop.clear()
+        if not self._own_root:
+            self._resume()
         lanes = [(self._queue, f"lenssr-job-{i}") for i in range(self.settings.workers)]
         lanes.append((self._small, "lenssr-small-jobs"))
         for lane, name in lanes:
@@ -338,8 +380,44 @@ class JobManager:
         janitor.start()
         self._threads.append(janitor)
 
+    def _resume(self) -> None:
+        """Load the jobs saved under the work folder: finished ones are served until their
+        TTL; queued or interrupted ones are queued again (they restart from their input)."""
+        for folder in sorted(self.root.iterdir()):
+            if not (_JOB_ID.match(folder.name) and (folder / JOB_FILE).is_file()):
+                continue
+            try:
+                job = Job.load(folder)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("ignoring job folder %s: %s", folder, exc)
+                continue
+            if job.status in (QUEUED, RUNNING):
+                job.status, job.started, job.done = QUEUED, None, 0
+                job.processed, job.notes = [], []
+                job.result_zip.unlink(missing_ok=True)
+                with self._lock:
+                    self._jobs[job.id] = job
+                    self._order.append(job.id)
+                lane = self._small if job.pixels <= self.settings.small_job_pixels else self._queue
+                lane.put(job.id)
+                log.info("job %s queued again after a restart", job.id)
+            elif job.status == DONE and job.result_zip.is_file():
+                with self._lock:
+                    self._jobs[job.id] = job
+                try:
+                    job.previews = make_previews(job, self.settings.previews)
+                except (LenssrError, OSError, zipfile.BadZipFile):
+                    log.exception("job %s: previews failed", job.id)
+            elif job.status in (FAILED, DONE):
+                with self._lock:
+                    self._jobs[job.id] = job
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+        self.expire()
+
     def stop(self) -> None:
-        """Stop the threads (running jobs are cancelled) and delete the job folders."""
+        """Stop the threads (running jobs are interrupted) and delete the job folders, except
+        in a work folder given in the settings: there, jobs are kept for the next start."""
         self._stop.set()
         with self._lock:
             for job in self._jobs.values():
@@ -353,9 +431,11 @@ class JobManager:
             t.join(timeout=30)
         self._threads = []
         with self._lock:
-            for job in self._jobs.values():
-                shutil.rmtree(job.folder, ignore_errors=True)
+            if self._own_root:
+                for job in self._jobs.values():
+                    shutil.rmtree(job.folder, ignore_errors=True)
             self._jobs.clear()
+            self._order.clear()
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -383,6 +463,7 @@ class JobManager:
                 )
             self._jobs[job.id] = job
             self._order.append(job.id)
+        job.save()
         small = job.pixels <= self.settings.small_job_pixels
         (self._small if small else self._queue).put(job.id)
 
@@ -405,6 +486,7 @@ class JobManager:
             if job is None:
                 return None
             job.cancel.set()
+            job.cancelled_by_user = True
             with self._gate:
                 self._gate.notify_all()
             if job_id in self._order:
@@ -517,6 +599,7 @@ class JobManager:
         from lenssr.io import Cancelled
 
         job.status, job.started = RUNNING, time.time()
+        job.save()
         self._local.job, self._local.small = job, small
         if small:
             with self._gate:
@@ -567,9 +650,16 @@ class JobManager:
                     self._small_running -= 1
                     self._gate.notify_all()
             job.finished = time.time()
-            if job.cancel.is_set():
+            if self._stop.is_set() and not job.cancelled_by_user:
+                # The server is stopping: keep the job to run it again at the next start.
+                job.status, job.finished = QUEUED, None
+                job.result_zip.unlink(missing_ok=True)
+                job.save()
+            elif job.cancel.is_set():
                 job.status = CANCELLED
                 with self._lock:
                     if self._jobs.pop(job.id, None) is not None:
                         self._remember_expired(job.id)
                 shutil.rmtree(job.folder, ignore_errors=True)
+            else:
+                job.save()
