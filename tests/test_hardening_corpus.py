@@ -305,6 +305,19 @@ def test_job_budget_skips_the_rest_with_its_reason(tmp_path: Path):
     assert "budget" in report.skipped[0][1]
 
 
+def test_unreadable_files_do_not_use_up_the_job_budget(tmp_path: Path):
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in range(3):  # truncated: each declares 64x64 but holds half of it
+        (root / f"a{i}.npy").write_bytes(truncated(npy(lens(i, (64, 64)))))
+    for i in range(2):
+        (root / f"b{i}.npy").write_bytes(npy(lens(i, (64, 64))))
+    limits = ZipLimits(max_job_bytes=2 * 64 * 64 * 4)
+    report = process_path(root, tmp_path / "out", lambda im: im.data, 1, False, limits=limits)
+    assert report.processed == ["b0.npy", "b1.npy"]
+    assert all("truncated" in reason for _, reason in report.skipped)
+
+
 def test_memory_error_of_one_image_skips_only_that_image(tmp_path: Path):
     root = tmp_path / "in"
     root.mkdir()

@@ -105,6 +105,11 @@ class DecodeBudget:
                 )
             self.used += nbytes
 
+    def refund(self, nbytes: int) -> None:
+        """Give back ``nbytes`` charged for an image that could not be decoded after all."""
+        with self._lock:
+            self.used = max(0, self.used - nbytes)
+
 
 def one_line(exc: BaseException | str) -> str:
     """A library's error message as one short line, without Python object reprs."""
@@ -124,6 +129,13 @@ class _Guard:
     label: str
     limits: ReadLimits
     budget: DecodeBudget | None
+    charged: int = 0
+
+    def refund(self) -> None:
+        """Give back what this read charged (the file turned out unreadable)."""
+        if self.budget is not None and self.charged:
+            self.budget.refund(self.charged)
+            self.charged = 0
 
     def declare(self, shape: tuple[int, ...], itemsize: int, what: str = "") -> None:
         """Check a declared image ``shape`` of ``itemsize``-byte samples before decoding it.
@@ -148,8 +160,9 @@ class _Guard:
                 f"{what}declares {nbytes / MiB:.0f} MiB of samples, more than the limit of "
                 f"{self.limits.max_decoded_bytes / MiB:.0f} MiB (nothing was decoded)",
             )
-        if self.budget is not None:
+        if self.budget is not None and not self.charged:
             self.budget.take(pixels * 4, self.label)
+            self.charged = pixels * 4
 
 
 @dataclass
@@ -265,9 +278,13 @@ def read_image(
     guard = _Guard(label, limits, budget)
     try:
         data, meta = reader(raw, label, guard)
+        data = _check_pixels(data, label)
     except MemoryError as exc:
+        guard.refund()
         raise InputError(label, "not enough memory to decode this file") from exc
-    data = _check_pixels(data, label)
+    except BaseException:
+        guard.refund()  # an unreadable file does not use up the job's budget
+        raise
     return LoadedImage(data=data, name=label, fmt=fmt, meta=meta)
 
 
@@ -708,7 +725,6 @@ def _read_png(raw: bytes, label: str, guard: _Guard) -> tuple[np.ndarray, dict[s
         width, height = struct.unpack(">II", raw[16:24])
         depth = 2 if raw[24] == 16 else 1
         guard.declare((height, width), depth * _PNG_CHANNELS.get(raw[25], 4), "the PNG header ")
-        guard = _Guard(guard.label, guard.limits, None)  # charged once
     try:
         with Image.open(io.BytesIO(raw)) as img:
             if img.format != "PNG":
