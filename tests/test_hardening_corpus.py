@@ -470,3 +470,15 @@ def test_web_job_with_hostile_members_keeps_every_good_file(corpus: dict[str, Pa
         assert set(skipped) == {member for member, _, _ in HOSTILE.values()}
         for member, _, words in HOSTILE.values():
             assert "\n" not in skipped[member] and any(w in skipped[member] for w in words)
+
+
+def test_zip_member_larger_than_one_file_may_be_is_not_read(tmp_path: Path):
+    big = npy(np.zeros((1024, 1024), np.float32))  # 4 MiB, ratio < 100 with random tail
+    big = big[:-65536] + np.random.default_rng(0).bytes(65536)
+    path = write_zip(tmp_path / "in.zip", {**good_members(), "big.npy": big})
+    limits = ZipLimits(max_file_bytes=1 * MiB, max_ratio=1e9)
+    report = process_path(path, tmp_path / "out.zip", lambda im: im.data, 1, False, limits=limits)
+    assert sorted(report.processed) == sorted(GOOD)
+    assert report.skipped == [
+        ("big.npy", "member expands to 4 MiB, more than the limit of 1 MiB for one file (not read)")
+    ]

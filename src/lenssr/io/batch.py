@@ -318,6 +318,13 @@ def _member_loader(
     zf: zipfile.ZipFile, m: _Member, limits: ZipLimits, budget: DecodeBudget | None
 ) -> Callable[[], LoadedImage]:
     def load() -> LoadedImage:
+        cap = limits.read_limits.max_file_bytes
+        if m.info.file_size > cap:
+            raise InputError(
+                m.name,
+                f"member expands to {m.info.file_size / MiB:.0f} MiB, more than the limit of "
+                f"{cap / MiB:.0f} MiB for one file (not read)",
+            )
         try:
             raw = read_member(zf, m.info, limits)
         except (zipfile.BadZipFile, RuntimeError, ValueError, OSError, EOFError) as exc:

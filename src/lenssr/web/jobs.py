@@ -259,15 +259,16 @@ def zip_limits(settings: Settings) -> Any:
     from lenssr.io import ZipLimits
 
     member_bytes = min(settings.max_unpacked_bytes, ZipLimits().max_member_bytes)
+    # a float64 FITS of the largest allowed image, plus its headers: no valid image is larger
+    one_image = settings.max_pixels * 8 + 1024**2
     return ZipLimits(
         max_members=max(settings.max_files * 2, 16),
         max_total_bytes=settings.max_unpacked_bytes,
         max_member_bytes=member_bytes,
         max_ratio=settings.max_ratio,
         max_pixels=settings.max_pixels,
-        max_file_bytes=member_bytes,
-        # float64 FITS of the largest allowed image, plus headers
-        max_decoded_bytes=settings.max_pixels * 8 + 1024**2,
+        max_file_bytes=min(member_bytes, one_image),
+        max_decoded_bytes=one_image,
         max_job_bytes=settings.max_decoded_bytes,
     )
 
