@@ -291,3 +291,18 @@ def test_reload_finds_the_job_and_cancel_stops_it(page, server: str, tmp_path: P
     page.goto(f"{server}/#job={job_id}")
     assert wait_done(page) == "Failed"
     assert "expired or was cancelled" in page.text_content("#message")
+
+
+def test_download_of_an_expired_result_says_so(page, server: str, tmp_path: Path) -> None:
+    import httpx
+
+    page.set_input_files("#files", str(lr_zip(tmp_path / "two.zip", 2)))
+    page.click("#start")
+    assert wait_done(page).startswith("Done: 2 images")
+    job_id = page.evaluate("() => location.hash").removeprefix("#job=")
+    # The job goes away on the server (as at its TTL) while the page still shows it.
+    assert httpx.delete(f"{server}/api/jobs/{job_id}", timeout=10).status_code == 200
+    page.click("#download")
+    page.wait_for_function("() => document.getElementById('status').textContent === 'Failed'")
+    assert "expired or was cancelled" in page.text_content("#message")
+    assert page.is_hidden("#download")
