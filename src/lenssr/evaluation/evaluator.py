@@ -88,7 +88,7 @@ class ModelResult:
 
     def summary(self) -> dict[str, Any]:
         """Per-metric ``{mean, std, median, n, n_inf}`` plus hallucination and throughput."""
-        out: dict[str, Any] = {m: _stats(self.per_image[m]) for m in IMAGE_METRICS}
+        out: dict[str, Any] = {m: _stats(v) for m, v in self.per_image.items()}
         out["hallucination"] = self.hallucination
         out["images_per_s"] = self.images_per_s
         return out
@@ -176,11 +176,15 @@ class EvaluationResult:
             ("halluc.", "hallucination", min),
             ("img/s", "images_per_s", max),
         ]
+        summaries = [m.summary() for m in self.models]
+        if any("cov1" in s for s in summaries):  # models with a 1-sigma map: its coverage
+            cols += [("1σ cov", "cov1", None), ("2σ cov", "cov2", None)]
         for title, _, _ in cols:
             table.add_column(title, justify="left" if title == "model" else "right", no_wrap=True)
-        summaries = [m.summary() for m in self.models]
         best: dict[str, float] = {}
         for _, key, pick in cols[1:]:
+            if pick is None:
+                continue
             vals = [_headline(s[key]) for s in summaries]
             finite = [v for v in vals if math.isfinite(v)]
             if finite:
@@ -188,6 +192,9 @@ class EvaluationResult:
         for m, s in zip(self.models, summaries, strict=True):
             row = [m.name]
             for _, key, _ in cols[1:]:
+                if key not in s:
+                    row.append("-")
+                    continue
                 text = _fmt(key, s[key])
                 if key in best and _headline(s[key]) == best[key] and len(self.models) > 1:
                     text = f"[bold]{text}[/bold]"
@@ -203,6 +210,7 @@ class EvaluationResult:
             _fmt("flux_residual", ref["flux_residual"]),
             "-",
             "-",
+            *(["-", "-"] if len(cols) > 9 else []),
         )
         return table
 
@@ -257,6 +265,8 @@ def _fmt(key: str, value: Any) -> str:
             return f"{mean:.2f}±{std:.2f}"
         if key == "ssim":
             return f"{mean:.4f}"
+        if key in ("cov1", "cov2"):
+            return f"{100 * mean:.1f}%"
         return f"{mean:.2g}" if key == "mse" else f"{mean:.3g}"
     if key == "images_per_s":
         return f"{value:.0f}"
@@ -417,8 +427,17 @@ def evaluate(
                     model.upscale(lr[:1], scale=scale, tta=tta, batch_size=batch_size)
                     warmed.add(name)
                 t0 = time.perf_counter()
-                sr = np.asarray(model.upscale(lr, scale=scale, tta=tta, batch_size=batch_size))
+                kw = {"scale": scale, "tta": tta, "batch_size": batch_size}
+                sr = np.asarray(upscale_pairs(model, lr, source, idx, **kw))
                 seconds[name] += time.perf_counter() - t0
+                if getattr(model, "has_sigma", False):  # coverage of the 1-sigma map (untimed)
+                    from lenssr.inference.uncertainty import coverage
+
+                    _, sig = upscale_pairs(model, lr, source, idx, return_sigma=True, **kw)
+                    for j in range(len(idx)):
+                        cov = coverage(sr[j], sig[j], hr[j])
+                        per[name].setdefault("cov1", []).append(np.atleast_1d(cov["cov1"]))
+                        per[name].setdefault("cov2", []).append(np.atleast_1d(cov["cov2"]))
                 if sr.shape != hr.shape:
                     raise LenssrError(
                         f"model {name} returned shape {sr.shape[1:]} for LR {lr.shape[1:]}, "
@@ -488,6 +507,33 @@ def evaluate(
         result.files["metrics"] = out / "metrics.json"
         result.write_json(out / "metrics.json")
     return result
+
+
+def upscale_pairs(
+    model: Any, lr: np.ndarray, source: Any, idx: range, return_sigma: bool = False, **kw: Any
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """``model.upscale`` of the LR images of pairs ``idx`` of ``source``, telling an
+    instrument-aware model each pair's recorded LR PSF (``source.psf_fwhm_pix``; pairs with
+    the same PSF go through together). ``kw``: ``scale``, ``tta``, ``batch_size``."""
+    if not getattr(model, "conditioned", False) or not hasattr(source, "psf_fwhm_pix"):
+        return (
+            model.upscale(lr, return_sigma=True, **kw) if return_sigma else model.upscale(lr, **kw)
+        )
+    fwhm = np.array([round(float(source.psf_fwhm_pix(i)), 6) for i in idx])
+    sr: np.ndarray | None = None
+    sig: np.ndarray | None = None
+    for value in np.unique(fwhm):
+        sel = np.flatnonzero(fwhm == value)
+        got = model.upscale(lr[sel], psf_fwhm=float(value), pixel_scale=1.0,
+                            return_sigma=return_sigma, **kw)  # fmt: skip
+        part, part_sig = got if return_sigma else (got, None)
+        if sr is None:
+            sr = np.empty((len(lr), *part.shape[1:]), dtype=part.dtype)
+            sig = np.empty_like(sr) if return_sigma else None
+        sr[sel] = part
+        if sig is not None:
+            sig[sel] = part_sig
+    return (sr, sig) if return_sigma else sr
 
 
 def _load_chunk(source, idx: range, data: str | Path) -> tuple[np.ndarray, np.ndarray]:
