@@ -12,7 +12,10 @@ Methods: ``head`` (the sigma head), ``tta`` (spread of the 8 rotations/flips), `
 (both in quadrature). Usage::
 
     python benchmarks/uncertainty_coverage.py --model runs/hybrid-mix/best.safetensors \
-        [--methods head,tta,head+tta] [--n 20] [--write-calibration] [--out docs/uncertainty]
+        [--methods head,tta,head+tta] [--n 20] [--out docs/uncertainty]
+
+(The shipped factor itself is written by ``lenssr calibrate``; this script refits one per
+method on the same kind of data so that the methods are compared on equal terms.)
 
 Prints one comparable figure: the worst distance (points) of the head's 1-sigma coverage from
 68.3% over the grid cells and both pixel sets.
@@ -34,7 +37,6 @@ from lenssr.inference.uncertainty import (
     coverage,
     predict_with_sigma,
     reliability,
-    write_calibration,
 )
 from lenssr.simulation.grid import grid_cells, render_cell
 
@@ -74,7 +76,6 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20, help="systems per grid cell")
     ap.add_argument("--seed", type=int, default=100)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--write-calibration", action="store_true", help="store the head's factor")
     ap.add_argument("--out", type=Path, default=Path("docs/uncertainty"))
     args = ap.parse_args()
     if args.threads:
@@ -132,11 +133,6 @@ def main() -> None:
     (args.out / "coverage.json").write_text(json.dumps(report, indent=1))
     (args.out / "coverage.md").write_text(markdown(cells, methods))
     plot(diagrams, args.out / "reliability.png")
-    if args.write_calibration and "head" in factors:
-        write_calibration(
-            args.model, factors["head"],
-            {"data": str(args.calib), "n": len(lr), "target": "1 and 2 sigma coverage"},
-        )  # fmt: skip
     key = methods[0]
     worst = max(
         abs(cells[c][key][s]["cov1"] - GAUSS_1SIGMA) * 100 for c in cells for s in ("all", "arc")

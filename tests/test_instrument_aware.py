@@ -302,3 +302,40 @@ def test_onnx_export_of_a_conditioned_model_matches_torch(cond_model: SRModel, t
     ref = cond_model.upscale(lr, psf_fwhm=0.25, pixel_scale=0.1)
     got = ort.upscale(lr, psf_fwhm=0.25, pixel_scale=0.1)
     assert np.max(np.abs(got - ref)) <= 1e-4 * float(np.ptp(ref))
+
+
+def test_calibration_factor_and_coverage_on_gaussian_errors() -> None:
+    from lenssr.inference.uncertainty import calibration_factor, coverage, reliability
+
+    rng = np.random.default_rng(7)
+    hr = rng.normal(0.0, 1.0, (4, 64, 64))
+    sr = hr + rng.normal(0.0, 2.0, hr.shape)  # true error sigma 2
+    sigma = np.ones_like(hr)  # predicted 1: too small by 2
+    assert calibration_factor(sr, sigma, hr) == pytest.approx(2.0, rel=0.03)
+    cov = coverage(sr, 2.0 * sigma, hr)
+    assert cov["cov1"] == pytest.approx(0.6827, abs=0.01)
+    assert cov["cov2"] == pytest.approx(0.9545, abs=0.005)
+    mask = np.zeros(hr.shape, bool)
+    mask[:, :8] = True
+    assert coverage(sr, sigma, hr, mask)["n"] == mask.sum()
+    diagram = reliability(sr, 2.0 * sigma, hr)
+    assert len(diagram) == 10
+    assert all(abs(expected - observed) < 0.02 for expected, observed in diagram)
+
+
+def test_calibrate_writes_the_factor_into_the_descriptor(mix_pairs, tmp_path) -> None:
+    import json
+
+    from lenssr.inference.uncertainty import calibrate
+
+    torch.manual_seed(1)
+    module = create_model("hybrid", **TINY_COND)
+    path = tmp_path / "m"
+    cond = {"inputs": ["psf_fwhm_pix", "log10_noise"], "range": {"psf_fwhm_pix": [1.0, 3.5]}}
+    save_checkpoint(path, module, {"normalization": {"kind": "noise"}, "conditioning": cond})
+    info = calibrate(path.with_suffix(".safetensors"), mix_pairs, n=6)
+    desc = json.loads(path.with_suffix(".json").read_text())
+    assert desc["uncertainty"]["sigma_scale"] == pytest.approx(info["sigma_scale"])
+    assert abs(info["after"]["cov1"] - 0.683) < abs(info["before"]["cov1"] - 0.683) + 1e-9
+    _, reloaded = load_checkpoint(path)
+    assert SRModel(module, reloaded, device="cpu").sigma_scale == pytest.approx(info["sigma_scale"])

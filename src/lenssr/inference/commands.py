@@ -154,7 +154,26 @@ def export(
         raise typer.Exit(1)
 
 
+def calibrate(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint (.safetensors) with a sigma head."),
+    data: Path = typer.Option(..., "--data", help="Held-out LR/HR pairs (.h5, folder, .zip)."),
+    n: int = typer.Option(200, "--n", help="Pairs to calibrate on."),
+) -> None:
+    """Calibrate a model's per-pixel 1-sigma on held-out pairs (stored in its descriptor)."""
+    from lenssr.inference.uncertainty import calibrate as run
+
+    info = run(checkpoint, data, n=n)
+    b, a = info["before"], info["after"]
+    typer.echo(
+        f"sigma scale {info['sigma_scale']:.3f} from {info['n']} pairs of {data}: coverage "
+        f"1σ {100 * b['cov1']:.1f}% -> {100 * a['cov1']:.1f}%, "
+        f"2σ {100 * b['cov2']:.1f}% -> {100 * a['cov2']:.1f}%; written to "
+        f"{Path(checkpoint).with_suffix('.json')}"
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the ``lenssr`` app."""
     app.command("upscale")(upscale)
     app.command("export")(export)
+    app.command("calibrate")(calibrate)

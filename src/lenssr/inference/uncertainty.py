@@ -25,6 +25,7 @@ from lenssr.inference.base import N_DIHEDRAL, Upscaler
 __all__ = [
     "GAUSS_1SIGMA",
     "GAUSS_2SIGMA",
+    "calibrate",
     "calibration_factor",
     "coverage",
     "predict_with_sigma",
@@ -102,6 +103,45 @@ def reliability(
         k = norm.ppf(0.5 + p / 2.0)
         out.append((float(p), float(np.mean(z <= k))))
     return out
+
+
+def calibrate(
+    checkpoint: str | Path, data: str | Path, n: int | None = 200, write: bool = True
+) -> dict[str, Any]:
+    """Fit the sigma head's calibration factor of ``checkpoint`` on the pairs of ``data``
+    (held-out pairs the model was not trained on; each pair's recorded LR instrument is given
+    to the model) and, with ``write``, store it in the checkpoint's descriptor.
+
+    Returns ``{"sigma_scale", "n", "data", "before": coverage, "after": coverage}``.
+    """
+    from lenssr.data import open_pairs
+    from lenssr.errors import LenssrError
+    from lenssr.evaluation.evaluator import upscale_pairs
+    from lenssr.inference.api import SRModel
+    from lenssr.models import load_checkpoint
+
+    module, descriptor = load_checkpoint(checkpoint)  # the sigma head runs in PyTorch
+    model = SRModel(module, descriptor, name=Path(checkpoint).stem, device="cpu")
+    if not model.has_sigma:
+        raise LenssrError(f"{checkpoint}: the model has no sigma head to calibrate")
+    model.sigma_scale = 1.0
+    source = open_pairs(data)
+    count = len(source) if n is None else min(int(n), len(source))
+    pairs = [source[i] for i in range(count)]
+    lr = np.stack([p[0] for p in pairs])
+    hr = np.stack([p[1] for p in pairs])
+    sr, sigma = upscale_pairs(model, lr, source, range(count), return_sigma=True)
+    factor = calibration_factor(sr, sigma, hr)
+    info = {
+        "sigma_scale": factor,
+        "n": count,
+        "data": str(data),
+        "before": coverage(sr, sigma, hr),
+        "after": coverage(sr, factor * sigma, hr),
+    }
+    if write:
+        write_calibration(checkpoint, factor, {k: v for k, v in info.items() if k != "sigma_scale"})
+    return info
 
 
 def write_calibration(checkpoint: str | Path, factor: float, info: dict[str, Any]) -> Path:
