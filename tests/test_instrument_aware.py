@@ -339,3 +339,24 @@ def test_calibrate_writes_the_factor_into_the_descriptor(mix_pairs, tmp_path) ->
     assert abs(info["after"]["cov1"] - 0.683) < abs(info["before"]["cov1"] - 0.683) + 1e-9
     _, reloaded = load_checkpoint(path)
     assert SRModel(module, reloaded, device="cpu").sigma_scale == pytest.approx(info["sigma_scale"])
+
+
+def test_bad_model_key_fails_before_any_data_is_simulated(tmp_path) -> None:
+    from lenssr.errors import ConfigError
+    from lenssr.training import train
+
+    train_file = tmp_path / "never.h5"
+    cfg = {
+        "model": {"name": "hybrid", "nosuch": 3},
+        "data": {"train": str(train_file), "simulate": {"preset": "default", "n_train": 8}},
+        "checkpoint": {"dir": str(tmp_path / "run")},
+        "budget": {"steps": 1},
+    }
+    with pytest.raises(ConfigError, match="nosuch"):
+        train(cfg, quiet=True)
+    assert not train_file.exists()
+    cfg["model"] = {"name": "hybrid"}
+    cfg["data"]["mixture"] = "no-such-preset"
+    with pytest.raises(ConfigError, match="unknown preset"):
+        train(cfg, quiet=True)
+    assert not train_file.exists()

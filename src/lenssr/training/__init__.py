@@ -18,7 +18,9 @@ __all__ = ["DEFAULTS", "load_config", "train", "validate_config"]
 def train(config: dict[str, Any], **kwargs: Any) -> Path:
     """Train as ``config`` says; returns ``best.safetensors``. See :func:`trainer.train`."""
     from lenssr.training.data_prep import ensure_data
+    from lenssr.training.trainer import check_model_and_mixture
     from lenssr.training.trainer import train as _train
 
+    check_model_and_mixture(config)  # bad model keys fail before any data is simulated
     ensure_data(config, progress=not kwargs.get("quiet", False))
     return _train(config, **kwargs)

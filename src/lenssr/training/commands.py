@@ -39,7 +39,9 @@ def ship_command(
     name: str = typer.Option(..., "--name", "-n", help="Shipped model name (e.g. hybrid)."),
     test: Path = typer.Option(..., "--test", help="Held-out paired data (.h5, folder, .zip)."),
     n: int | None = typer.Option(None, "--n", help="Evaluate the first n pairs only."),
-    preset: str = typer.Option("default", "--preset", help="Preset whose instrument made LR."),
+    preset: str | None = typer.Option(
+        None, "--preset", help="Preset whose instrument made the LR (default: the data's own)."
+    ),
     config: Path | None = typer.Option(None, "--config", help="Training config (for the card)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ) -> None:

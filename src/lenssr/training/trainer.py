@@ -205,6 +205,32 @@ def load_init_weights(model: nn.Module, path: str | Path, strict: bool = True) -
     return report
 
 
+def check_model_and_mixture(config: dict[str, Any]) -> None:
+    """Build the configured model on the ``meta`` device (no memory, no weights) and load the
+    instrument-mixture preset, so a bad model key or preset name is a one-line
+    :class:`ConfigError` before any data are simulated or read."""
+    from lenssr.models import create_model
+
+    cfg = validate_config(config)
+    mcfg = dict(cfg["model"])
+    name = mcfg.pop("name")
+    try:
+        with torch.device("meta"):
+            create_model(name, **mcfg)
+    except ConfigError:
+        raise
+    except LenssrError as exc:
+        raise ConfigError(f"model: {exc}") from exc
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r}: {exc}") from exc
+    if cfg["data"]["mixture"]:
+        from lenssr.simulation.presets import load_preset
+
+        preset = load_preset(cfg["data"]["mixture"])
+        if not preset.config.get("lr_mixture"):
+            raise ConfigError(f"data.mixture: preset {preset.name!r} has no lr_mixture section")
+
+
 class Trainer:
     """One supervised training run; :meth:`run` trains and returns the best checkpoint path.
 
