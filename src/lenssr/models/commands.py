@@ -45,10 +45,26 @@ def models_summary() -> dict[str, list[dict[str, Any]]]:
                 "params": desc.get("num_params"),
                 "scales": desc.get("scales", []),
                 "metrics": desc.get("metrics", {}),
+                "instrument": instrument_label(desc),
                 "path": str(path),
             }
         )
     return {"architectures": archs, "shipped": shipped}
+
+
+def instrument_label(desc: dict[str, Any]) -> str:
+    """What LR instruments a shipped model was trained for: ``any (<mixture> mix)`` for an
+    instrument-aware model, else ``single (<preset>)`` (its training data's one camera)."""
+    cond = desc.get("conditioning") or {}
+    if cond.get("inputs"):
+        mix = (cond.get("range") or {}).get("mixture", "instrument")
+        return f"any ({mix} mix)"
+    training = desc.get("training") or {}
+    data = (training.get("config") or {}).get("data", {}) if isinstance(training, dict) else {}
+    if data.get("mixture"):
+        return f"mixture ({data['mixture']}), no instrument input"
+    preset = (data.get("simulate") or {}).get("preset") or "default"
+    return f"single ({preset})"
 
 
 def _scales(scales: list[int]) -> str:
@@ -94,10 +110,13 @@ def models_command(
                 _scales(s["scales"]),
                 f"{psnr:.2f}" if psnr is not None else "-",
                 f"{ssim:.4f}" if ssim is not None else "-",
+                s["instrument"],
             ]
         )
     typer.echo("Shipped weights (psnr [dB] and ssim: mean over the test set of each model card):")
-    typer.echo(_format_table(["name", "arch", "params", "scales", "psnr", "ssim"], rows))
+    typer.echo(
+        _format_table(["name", "arch", "params", "scales", "psnr", "ssim", "LR instrument"], rows)
+    )
 
 
 def register(app: typer.Typer) -> None:
