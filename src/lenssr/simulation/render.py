@@ -396,14 +396,14 @@ def _shapelets(
     rng = np.random.default_rng(seed)
     x, y = u / beta, v / beta
     gauss_x, gauss_y = np.exp(-0.5 * x**2), np.exp(-0.5 * y**2)
+    hx = [hermval(x, [0] * n + [1]) * gauss_x for n in range(n_max + 1)]
+    hy = [hermval(y, [0] * n + [1]) * gauss_y for n in range(n_max + 1)]
     out = np.zeros_like(u)
     for n1 in range(n_max + 1):
-        hx = hermval(x, [0] * n1 + [1]) * gauss_x
         for n2 in range(n_max + 1 - n1):
             c = 1.5 if n1 == n2 == 0 else rng.normal() / (1.0 + n1 + n2)
-            hy = hermval(y, [0] * n2 + [1]) * gauss_y
             norm = 1.0 / np.sqrt(2.0 ** (n1 + n2) * np.pi * math.factorial(n1) * math.factorial(n2))
-            out += c * norm * hx * hy
+            out += c * norm * hx[n1] * hy[n2]
     out = np.clip(out, 0.0, None)
     peak = out.max()
     return (amp * out / peak if peak > 0 else out).astype(np.float64)
