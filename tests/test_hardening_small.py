@@ -161,11 +161,14 @@ def test_models_table_shows_the_cards_psnr_and_ssim(capsys) -> None:
         main(["models"])
     assert exc.value.code in (0, None)
     out = capsys.readouterr().out
-    table = out.split("Shipped weights")[1].splitlines()[3:]
-    rows = {line.split()[0]: line.split() for line in table if line.strip()}
+    lines = out.split("Shipped weights")[1].splitlines()
+    header = lines[1]
+    at = {key: header.index(key) for key in ("psnr", "ssim")}
+    rows = {line.split()[0]: line for line in lines[3:] if line.strip()}
     assert set(rows) == set(shipped_models())
-    for name, cols in rows.items():
-        psnr, ssim = cols[-2], cols[-1]
+    for name, line in rows.items():
+        psnr, ssim = (line[at[key] :].split()[0] for key in ("psnr", "ssim"))
+        cols = line.split()
         assert re.fullmatch(r"\d+\.\d\d", psnr) and 20 < float(psnr) < 100, (name, cols)
         assert re.fullmatch(r"0\.\d{4}|1\.0000", ssim), (name, cols)
 
