@@ -344,6 +344,11 @@ def test_settings_and_serve_command(tmp_path: Path) -> None:
         "--max-pixels",
         "--ttl-minutes",
         "--workers",
+        "--max-decoded-mb",
+        "--batch-size",
+        "--allowed-host",
+        "--allowed-origin",
+        "--work-dir",
     ):
         assert flag in out
 
