@@ -51,7 +51,11 @@ class SRModel(Upscaler):
         module: the ``nn.Module`` (eval mode, on ``device``); ``forward`` works in normalised
             units on ``(B, 1, h, w)``.
         device: the torch device it runs on.
+        backend: what runs :meth:`upscale` (``"torch"`` here; see
+            :mod:`lenssr.inference.backend`).
     """
+
+    backend = "torch"
 
     def __init__(
         self,
@@ -100,19 +104,35 @@ def _looks_like_path(name: str | Path) -> bool:
     return name.endswith((".safetensors", ".json")) or "/" in name or "\\" in name
 
 
-def load_model(name_or_path: str | Path = "hybrid", device: str = "auto") -> SRModel:
-    """Load an SR model by name or checkpoint path.
+def load_model(
+    name_or_path: str | Path = "hybrid", device: str = "auto", backend: str = "auto"
+) -> SRModel:
+    """Load an SR model by name or checkpoint path, on the fastest backend by default.
 
     Args:
         name_or_path: a shipped model name (``lenssr.models.shipped_models()``, e.g. ``hybrid``,
             ``hybrid-gan``), ``"bicubic"`` (no weights, scales 2 and 4), or a checkpoint path
             (``.safetensors``, ``.json`` or their common stem).
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        backend: ``"auto"`` (CPU: ONNX Runtime through a per-user cache of checked exports,
+            PyTorch when it cannot run the graph; CUDA: PyTorch), ``"torch"`` or
+            ``"onnxruntime"``; see :mod:`lenssr.inference.backend`. Every backend returns an
+            ``SRModel`` whose ``module`` is the torch network and whose ``backend`` names what
+            runs ``upscale``.
 
     Raises:
-        LenssrError: unknown name (the message lists the available ones) or unreadable
-            checkpoint.
+        LenssrError: unknown name (the message lists the available ones), unreadable
+            checkpoint, unknown backend, or ``onnxruntime`` that cannot run the model.
     """
+    from lenssr.inference.backend import BACKENDS, select_backend
+
+    if backend not in BACKENDS:
+        raise LenssrError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
+    return select_backend(_load_torch(name_or_path, device), backend)
+
+
+def _load_torch(name_or_path: str | Path, device: str) -> SRModel:
+    """The PyTorch :class:`SRModel` of a name or checkpoint path (see :func:`load_model`)."""
     from lenssr.models.checkpoint import load_checkpoint
     from lenssr.models.registry import create_model
     from lenssr.models.zoo import shipped_models

@@ -28,7 +28,11 @@ def upscale(
         None, "--tile", min=1, help="Tile size in LR pixels (default: automatic above 512x512)."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime."),
+    backend: str = typer.Option(
+        "auto",
+        "--backend",
+        help="auto (ONNX Runtime on CPU, PyTorch on CUDA), torch or onnxruntime.",
+    ),
     onnx: Path | None = typer.Option(
         None, "--onnx", help="Exported .onnx to run (implies --backend onnxruntime)."
     ),

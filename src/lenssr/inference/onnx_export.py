@@ -125,6 +125,8 @@ class OnnxSRModel(Upscaler):
     ``scales`` is the single scale the graph was exported at.
     """
 
+    backend = "onnxruntime"
+
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None) -> None:
         import onnxruntime as ort
 

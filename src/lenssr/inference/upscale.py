@@ -8,7 +8,6 @@ the model and scale) and skips unreadable files, listing them in the returned re
 
 from __future__ import annotations
 
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ from lenssr.inference.base import Upscaler
 if TYPE_CHECKING:
     from lenssr.io import BatchReport, LoadedImage, ZipLimits
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 def image_instrument(
@@ -100,33 +99,24 @@ def open_upscaler(
     model: str | Path | Upscaler = "hybrid",
     scale: int | None = None,
     device: str = "auto",
-    backend: str = "torch",
+    backend: str = "auto",
     onnx_path: str | Path | None = None,
-    workdir: str | Path | None = None,
 ) -> Upscaler:
-    """The model to run: a PyTorch :class:`SRModel` or an ONNX Runtime :class:`OnnxSRModel`.
-
-    With ``backend="onnxruntime"`` and no ``onnx_path``, ``model`` is exported at ``scale`` to
-    ``workdir`` (a temporary folder by default) first.
-    """
+    """The model to run: :func:`~lenssr.inference.api.load_model` on ``backend`` (``auto``:
+    ONNX Runtime on CPU through the export cache, PyTorch on CUDA), or the exported
+    ``onnx_path`` run by ONNX Runtime (:class:`OnnxSRModel`)."""
     if backend not in BACKENDS:
-        raise LenssrError(f"unknown backend {backend!r}; use {' or '.join(BACKENDS)}")
+        raise LenssrError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
     if isinstance(model, Upscaler):
         return model
-    if backend == "torch":
-        if onnx_path is not None:
-            raise LenssrError("--onnx needs --backend onnxruntime")
-        from lenssr.inference.api import load_model
-
-        return load_model(model, device=device)
-    from lenssr.inference.onnx_export import OnnxSRModel, export_onnx
-
     if onnx_path is None:
         from lenssr.inference.api import load_model
 
-        sr = load_model(model, device="cpu")
-        folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="lenssr-"))
-        onnx_path = export_onnx(sr, folder / f"{sr.name}-x{sr.check_scale(scale)}.onnx", scale)
+        return load_model(model, device=device, backend=backend)
+    if backend == "torch":
+        raise LenssrError("--onnx needs --backend onnxruntime")
+    from lenssr.inference.onnx_export import OnnxSRModel
+
     return OnnxSRModel(onnx_path, device=device)
 
 
@@ -138,7 +128,7 @@ def upscale_path(
     tta: bool = False,
     tile: int | None = None,
     device: str = "auto",
-    backend: str = "torch",
+    backend: str = "auto",
     conserve_flux: bool = False,
     progress: bool = True,
     onnx_path: str | Path | None = None,
@@ -162,7 +152,7 @@ def upscale_path(
         tta: 8-fold rotation/flip self-ensemble.
         tile: tile side in LR pixels (default: automatic above 512x512).
         device: ``auto``, ``cpu`` or ``cuda``.
-        backend: ``torch`` or ``onnxruntime``.
+        backend: ``auto`` (ONNX Runtime on CPU, PyTorch on CUDA), ``torch`` or ``onnxruntime``.
         conserve_flux: rescale each output so its total flux (sum x pixel area) equals the
             input's (see :func:`lenssr.io.write_image`); by default surface brightness is kept.
         progress: show a progress bar.
@@ -184,35 +174,34 @@ def upscale_path(
     from lenssr import __version__
     from lenssr.io import process_path
 
-    with tempfile.TemporaryDirectory(prefix="lenssr-onnx-") as workdir:
-        sr = open_upscaler(model, scale, device, backend, onnx_path, workdir)
-        s = sr.check_scale(scale)
-        used_backend = "onnxruntime" if type(sr).__name__ == "OnnxSRModel" else "torch"
-        history = (
-            f"lenssr {__version__} upscale: model={sr.name} scale=x{s} backend={used_backend}"
-            f"{' tta=8' if tta else ''}{f' tile={tile}' if tile else ''}"
-            f"{' conserve_flux' if conserve_flux else ''}"
-        )
+    sr = open_upscaler(model, scale, device, backend, onnx_path)
+    s = sr.check_scale(scale)
+    used_backend = getattr(sr, "backend", "torch")
+    history = (
+        f"lenssr {__version__} upscale: model={sr.name} scale=x{s} backend={used_backend}"
+        f"{' tta=8' if tta else ''}{f' tile={tile}' if tile else ''}"
+        f"{' conserve_flux' if conserve_flux else ''}"
+    )
 
-        batch_fn = make_batch_fn(
-            sr, s, tta, tile, batch_size, psf_fwhm, pixel_scale, noise_sigma, instruments
-        )
+    batch_fn = make_batch_fn(
+        sr, s, tta, tile, batch_size, psf_fwhm, pixel_scale, noise_sigma, instruments
+    )
 
-        def fn(img: LoadedImage) -> np.ndarray:
-            return batch_fn([img])[0]
+    def fn(img: LoadedImage) -> np.ndarray:
+        return batch_fn([img])[0]
 
-        return process_path(
-            src,
-            Path(out),
-            fn,
-            scale=s,
-            description=f"upscaling x{s} with {sr.name}",
-            progress=progress,
-            history=history,
-            conserve_flux=conserve_flux,
-            batch_fn=batch_fn,
-            batch_size=batch_size,
-            limits=limits,
-            on_image=on_image,
-            should_stop=should_stop,
-        )
+    return process_path(
+        src,
+        Path(out),
+        fn,
+        scale=s,
+        description=f"upscaling x{s} with {sr.name}",
+        progress=progress,
+        history=history,
+        conserve_flux=conserve_flux,
+        batch_fn=batch_fn,
+        batch_size=batch_size,
+        limits=limits,
+        on_image=on_image,
+        should_stop=should_stop,
+    )
