@@ -7,6 +7,14 @@ so the ``vs_edsr`` ratio (model images/s / EDSR images/s, > 1 = faster) is compa
 machines. When no weights are shipped yet, the zoo architectures are timed at their default
 configurations with random weights (marked ``random``).
 
+How close to the limit: each line also gives the model's GFLOP per image (``GFLOP/img``: 2 x the
+multiply-adds of its convolutions, linear layers and attention matmuls on one padded LR image,
+counted by ``torch.utils.flop_counter.FlopCounterMode``; interpolation and element-wise ops are
+not counted) and the GFLOP/s each backend reaches (GFLOP/img x images/s), as a fraction of the
+machine's sgemm roof (``roof``: best GFLOP/s of a 2048x2048 float32 ``torch.mm`` with the same
+threads, measured in the same run). The ONNX Runtime model is the one ``lenssr.load_model``
+runs on CPU by default (cached export, :mod:`lenssr.inference.backend`), with the same threads.
+
 Usage: ``python benchmarks/bench_inference.py [--batch 64] [--size 75] [--repeats 2]
 [--backends torch,onnxruntime] [--models hybrid,edsr] [--threads N]``. Prints one line per model.
 """
@@ -14,17 +22,15 @@ Usage: ``python benchmarks/bench_inference.py [--batch 64] [--size 75] [--repeat
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from lenssr.inference.api import SRModel, load_model
-from lenssr.inference.base import Upscaler
-from lenssr.inference.onnx_export import OnnxSRModel, export_onnx
+from lenssr.inference.backend import select_backend
+from lenssr.inference.base import Upscaler, pad_to_multiple_np
 from lenssr.models.registry import create_model
 from lenssr.models.zoo import shipped_models
 
@@ -44,6 +50,30 @@ def images_per_second(
     return len(x) / best
 
 
+def sgemm_roof(n: int = 2048, repeats: int = 5) -> float:
+    """Best GFLOP/s of an ``n x n`` float32 matrix product (``2 n^3`` FLOP) with torch."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
+
+
+def gflop_per_image(model: SRModel, size: int) -> float:
+    """GFLOP (2 x multiply-adds of conv / linear / matmul / attention) of one ``size x size``
+    LR image (padded to the model's multiple) at the model's default scale."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = pad_to_multiple_np(np.zeros((1, size, size), np.float32), model.size_multiple)[:, None]
+    cond = np.array([[1.8, -2.0]], np.float32) if model.conditioned else None
+    with FlopCounterMode(display=False) as counter:
+        model._forward(np.ascontiguousarray(x), model.scale, cond=cond)
+    return counter.get_total_flops() / 1e9
+
+
 def candidates(selected: list[str] | None) -> dict[str, tuple[SRModel, str]]:
     """``name -> (model, origin)``: shipped checkpoints, else default-config random zoo models."""
     torch.manual_seed(0)
@@ -52,7 +82,7 @@ def candidates(selected: list[str] | None) -> dict[str, tuple[SRModel, str]]:
     names = selected or (list(shipped) if shipped else list(DEFAULT_ARCHS))
     for name in names:
         if name in shipped:
-            models[name] = (load_model(name, device="cpu"), "shipped")
+            models[name] = (load_model(name, device="cpu", backend="torch"), "shipped")
         else:
             module = create_model(name)
             origin = "random" if any(True for _ in module.parameters()) else "no weights"
@@ -61,16 +91,10 @@ def candidates(selected: list[str] | None) -> dict[str, tuple[SRModel, str]]:
 
 
 def bench_model(
-    model: SRModel, x: np.ndarray, backends: list[str], repeats: int, workdir: Path
+    model: SRModel, x: np.ndarray, backends: list[str], repeats: int
 ) -> dict[str, float]:
     """Images/s per backend for one model at its default scale."""
-    runners: dict[str, Upscaler] = {}
-    if "torch" in backends:
-        runners["torch"] = model
-    if "onnxruntime" in backends:
-        runners["onnxruntime"] = OnnxSRModel(
-            export_onnx(model, workdir / f"{model.name}.onnx"), device="cpu"
-        )
+    runners: dict[str, Upscaler] = {b: select_backend(model, b) for b in backends}
     return {
         name: images_per_second(lambda a, r=r: r.upscale(a, batch_size=len(a), tile=0), x, repeats)
         for name, r in runners.items()
@@ -84,7 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--backends", default="torch,onnxruntime")
     parser.add_argument("--models", default=None, help="comma-separated names (default: all)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch and ONNX Runtime intra-op threads"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,15 +119,20 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.manual_seed(0)
     edsr = SRModel(create_model("edsr", num_feat=64, num_block=16), name="edsr-baseline")
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        selected = args.models.split(",") if args.models else None
-        ref_start = bench_model(edsr, x, backends, args.repeats, workdir)
-        results = {
-            name: (origin, bench_model(model, x, backends, args.repeats, workdir))
-            for name, (model, origin) in candidates(selected).items()
-        }
-        ref_end = bench_model(edsr, x, backends, args.repeats, workdir)
+    selected = args.models.split(",") if args.models else None
+    roof_start = sgemm_roof()
+    ref_start = bench_model(edsr, x, backends, args.repeats)
+    results = {
+        name: (
+            origin,
+            gflop_per_image(model, args.size),
+            bench_model(model, x, backends, args.repeats),
+        )
+        for name, (model, origin) in candidates(selected).items()
+    }
+    ref_end = bench_model(edsr, x, backends, args.repeats)
+    roof = max(roof_start, sgemm_roof())
+    ref_gflop = gflop_per_image(edsr, args.size)
     # the reference is timed before and after the models; its best is the ratio's denominator,
     # and the start/end spread shows how noisy the machine was during the run
     ref = {b: max(ref_start[b], ref_end[b]) for b in backends}
@@ -109,17 +140,25 @@ def main(argv: list[str] | None = None) -> None:
         f"# lenssr inference, CPU ({torch.get_num_threads()} threads), "
         f"{args.size}x{args.size} -> x2, batch {args.batch}, best of {args.repeats}"
     )
-    for name, (origin, ips) in results.items():
-        parts = [f"{name:<13} ({origin})"]
+    print(f"sgemm roof (float32 2048x2048 torch.mm): {roof:.1f} GFLOP/s")
+
+    def reach(gflop: float, ips: float) -> str:
+        return f"{gflop * ips:6.1f} GFLOP/s, roof {gflop * ips / roof:4.2f}" if gflop else "-"
+
+    for name, (origin, gflop, ips) in results.items():
+        parts = [f"{name:<13} ({origin})  GFLOP/img {gflop:7.2f}"]
         for b in backends:
-            parts.append(f"{b} {ips[b]:8.1f} img/s (vs_edsr {ips[b] / ref[b]:6.2f})")
+            parts.append(
+                f"{b} {ips[b]:8.1f} img/s ({reach(gflop, ips[b])}; vs_edsr {ips[b] / ref[b]:6.2f})"
+            )
         if len(backends) == 2:
             parts.append(f"ort/torch {ips[backends[1]] / ips[backends[0]]:.2f}")
         print("  ".join(parts))
     print(
-        "edsr-baseline (random)  "
+        f"edsr-baseline (random)  GFLOP/img {ref_gflop:7.2f}  "
         + "  ".join(
-            f"{b} {ref[b]:8.1f} img/s (start {ref_start[b]:.1f}, end {ref_end[b]:.1f})"
+            f"{b} {ref[b]:8.1f} img/s ({reach(ref_gflop, ref[b])}; start {ref_start[b]:.1f}, "
+            f"end {ref_end[b]:.1f})"
             for b in backends
         )
     )
