@@ -339,6 +339,8 @@ def test_iter_inputs_reads_zip_members_lazily(corpus: dict[str, Path]):
     assert len(items) == 2003
     with pytest.raises(InputError, match="zip bomb"):
         items[-1].load()  # past the allowance: refused without inflating anything
+    first = items[0].load()  # the archive is still open for the loaders after the listing
+    assert first.name == GOOD[0] and first.shape == (32, 32)
 
 
 # -------------------------------------------------------------------- CLI in a subprocess

@@ -339,21 +339,16 @@ def is_zip_path(path: Path) -> bool:
     return path.suffix.lower() == ".zip"
 
 
-@contextmanager
-def open_inputs(
-    path: str | Path, limits: ZipLimits | None = None, budget: DecodeBudget | None = None
-) -> Iterator[list[InputItem]]:
-    """The images under ``path`` (see :func:`iter_inputs`) as a list, with a zip archive kept
-    open (and read member by member, never as a whole) until the ``with`` block ends."""
-    root = Path(path)
-    limits = limits or ZipLimits()
+def _list_inputs(
+    root: Path, limits: ZipLimits, budget: DecodeBudget | None
+) -> tuple[list[InputItem], zipfile.ZipFile | None]:
+    """The items under ``root`` and, for a zip, the open archive their loaders read from."""
     read_limits = limits.read_limits
     if not root.exists():
         raise InputError(root, "no such file or directory")
     if root.is_dir():
-        files = sorted(p for p in root.rglob("*") if p.is_file())
         items = []
-        for p in files:
+        for p in sorted(p for p in root.rglob("*") if p.is_file()):
             rel = p.relative_to(root).as_posix()
             if is_ignored_name(rel):
                 continue
@@ -363,26 +358,43 @@ def open_inputs(
                 items.append(
                     InputItem(rel, _failing(rel, "not an image file (unsupported extension)"))
                 )
+        return items, None
+    if not is_zip_path(root):
+        return [InputItem(root.name, _path_loader(root, str(root), read_limits, budget))], None
+    try:
+        if root.stat().st_size == 0:
+            raise InputError(root, "empty file (not a zip archive)")
+        zf = zipfile.ZipFile(root)
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise InputError(root, f"corrupt or not a zip archive ({one_line(exc)})") from exc
+    except OSError as exc:
+        raise InputError(root, f"cannot read file ({exc.strerror or exc})") from exc
+    try:
+        members = plan_members(zf.infolist(), limits, str(root))
+    except BaseException:
+        zf.close()
+        raise
+    items = [
+        InputItem(m.name, _failing(m.name, m.error))
+        if m.error is not None
+        else InputItem(m.name, _member_loader(zf, m, limits, budget))
+        for m in members
+    ]
+    return items, zf
+
+
+@contextmanager
+def open_inputs(
+    path: str | Path, limits: ZipLimits | None = None, budget: DecodeBudget | None = None
+) -> Iterator[list[InputItem]]:
+    """The images under ``path`` (see :func:`iter_inputs`) as a list, with a zip archive kept
+    open (and read member by member, never as a whole) until the ``with`` block ends."""
+    items, zf = _list_inputs(Path(path), limits or ZipLimits(), budget)
+    try:
         yield items
-    elif is_zip_path(root):
-        try:
-            if root.stat().st_size == 0:
-                raise InputError(root, "empty file (not a zip archive)")
-            zf = zipfile.ZipFile(root)
-        except (zipfile.BadZipFile, ValueError) as exc:
-            raise InputError(root, f"corrupt or not a zip archive ({one_line(exc)})") from exc
-        except OSError as exc:
-            raise InputError(root, f"cannot read file ({exc.strerror or exc})") from exc
-        with zf:
-            items = [
-                InputItem(m.name, _failing(m.name, m.error))
-                if m.error is not None
-                else InputItem(m.name, _member_loader(zf, m, limits, budget))
-                for m in plan_members(zf.infolist(), limits, str(root))
-            ]
-            yield items
-    else:
-        yield [InputItem(root.name, _path_loader(root, str(root), read_limits, budget))]
+    finally:
+        if zf is not None:
+            zf.close()
 
 
 def iter_inputs(
@@ -394,13 +406,14 @@ def iter_inputs(
     single file). Files that cannot become images (unsupported extension, unsafe zip name,
     unreadable member) are still yielded: their loader raises the InputError explaining why.
     OS clutter (hidden files, ``__MACOSX/``) is left out. Loaders check each image against
-    ``limits`` before decoding it and charge ``budget``.
+    ``limits`` before decoding it and charge ``budget``; a zip archive stays open for them
+    as long as they exist (use :func:`open_inputs` to close it at a known point).
 
     Raises:
         InputError: ``path`` does not exist, or is a corrupt/empty/over-limit zip.
     """
-    with open_inputs(path, limits, budget) as items:
-        yield from items
+    items, _ = _list_inputs(Path(path), limits or ZipLimits(), budget)
+    yield from items
 
 
 # ------------------------------------------------------------------------------ process
