@@ -65,11 +65,20 @@ def sgemm_roof(n: int = 2048, repeats: int = 5) -> float:
 def gflop_per_image(model: SRModel, size: int) -> float:
     """GFLOP (2 x multiply-adds of conv / linear / matmul / attention) of one ``size x size``
     LR image (padded to the model's multiple) at the model's default scale."""
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+    def sdpa(q: torch.Size, k: torch.Size, v: torch.Size, *args, **kwargs) -> int:
+        return sdpa_flop_count(q, k, v)
+
+    # the CPU attention kernels have no formula in torch's table (they would count as 0)
+    aten = torch.ops.aten
+    attention = {
+        aten.scaled_dot_product_attention: sdpa,
+        aten._scaled_dot_product_flash_attention_for_cpu: sdpa,
+    }
     x = pad_to_multiple_np(np.zeros((1, size, size), np.float32), model.size_multiple)[:, None]
     cond = np.array([[1.8, -2.0]], np.float32) if model.conditioned else None
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=attention) as counter:
         model._forward(np.ascontiguousarray(x), model.scale, cond=cond)
     return counter.get_total_flops() / 1e9
 
