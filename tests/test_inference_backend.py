@@ -13,6 +13,7 @@ import torch
 
 import lenssr.inference.onnx_export as onnx_export
 from lenssr.errors import LenssrError
+from lenssr.inference import backend
 from lenssr.inference.api import SRModel, load_model
 from lenssr.inference.backend import CACHE_ENV, PARITY_TOLERANCE, OrtSRModel, cache_key
 from lenssr.models import create_model, save_checkpoint
@@ -200,3 +201,51 @@ def test_pyramid_exports_each_requested_scale_once(
         assert np.abs(got - ref.upscale(x, scale=4)).max() <= 1e-4 * 500
     assert set(model.onnx) == {2, 4} and len(calls) == 2
     assert len(list(cache.glob("*-x4-*.onnx"))) == 1
+
+
+def test_unwritable_cache_falls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv(CACHE_ENV, str(blocker / "onnx"))
+    with caplog.at_level(logging.WARNING, logger="lenssr"):
+        model = load_model(_edsr_checkpoint(tmp_path / "e"), device="cpu")
+    assert model.backend == "torch" and len(caplog.records) == 1
+    assert "\n" not in caplog.records[0].getMessage()
+
+
+def test_half_precision_only_where_parity_allows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sr = load_model(_edsr_checkpoint(tmp_path / "e"), device="cpu", backend="torch")
+    half = backend.HalfSRModel(sr.module, sr.descriptor, sr.name, sr.device)
+    x = _images()
+    diff = np.abs(half.upscale(x) - sr.upscale(x)).max() / float(x.max() - x.min())
+    assert 0.0 < diff < 1e-2  # half precision: close, not identical
+    assert backend.half_parity(sr, half) > 0.0
+    monkeypatch.setattr(backend, "half_parity", lambda *a, **k: 1e-5)
+    assert isinstance(backend._maybe_half(sr), backend.HalfSRModel)
+    monkeypatch.setattr(backend, "half_parity", lambda *a, **k: 1e-3)
+    assert backend._maybe_half(sr) is sr
+
+
+def test_cli_upscale_runs_onnxruntime_by_default(tmp_path: Path, cache: Path) -> None:
+    from lenssr.cli import main
+    from lenssr.inference.upscale import open_upscaler
+
+    ckpt = _edsr_checkpoint(tmp_path / "e")
+    np.save(tmp_path / "a.npy", _images(1, 20, 16)[0])
+    args = ["upscale", str(tmp_path / "a.npy"), "-m", str(ckpt), "--device", "cpu", "-q"]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "-o", str(tmp_path / "ort.npy")])
+    assert exc.value.code in (0, None)
+    assert len(list(cache.glob("*.onnx"))) == 1  # the default backend exported the model
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "-o", str(tmp_path / "torch.npy"), "--backend", "torch"])
+    assert exc.value.code in (0, None)
+    ort_out, torch_out = np.load(tmp_path / "ort.npy"), np.load(tmp_path / "torch.npy")
+    assert ort_out.shape == (40, 32)
+    assert np.abs(ort_out - torch_out).max() <= 1e-4 * 500
+    assert open_upscaler(ckpt, device="cpu").backend == "onnxruntime"
+    assert open_upscaler(ckpt, device="cpu", backend="torch").backend == "torch"

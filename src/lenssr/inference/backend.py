@@ -169,8 +169,8 @@ class OrtSRModel(SRModel):
     """An :class:`SRModel` whose network runs as cached ONNX Runtime graphs, one per scale.
 
     ``module`` stays the torch network: ``upscale(..., return_sigma=True)`` (the graph has no
-    sigma output) runs it, and so does a scale whose export fails later (one logged line),
-    unless ``strict``. ``onnx`` maps each exported scale to its cache record.
+    sigma output) runs it on CPU, and so does a scale whose export fails later (one logged
+    line), unless ``strict``. ``onnx`` maps each exported scale to its cache record.
     """
 
     backend = "onnxruntime"
@@ -183,6 +183,7 @@ class OrtSRModel(SRModel):
         threads: int | None = None,
         opset: int = DEFAULT_OPSET,
         strict: bool = False,
+        session_device: str = "cpu",
     ) -> None:
         from lenssr.inference.onnx_export import ONNX_MIN_SIDE
 
@@ -191,6 +192,8 @@ class OrtSRModel(SRModel):
         self.threads = threads
         self.opset = opset
         self.strict = strict
+        #: where ONNX Runtime runs the graphs (``cuda``: its CUDA execution provider)
+        self.session_device = session_device
         self.onnx: dict[int, dict[str, Any]] = {}
         #: the same network in PyTorch: the reference of each export's parity check
         self._torch = SRModel(self.module, descriptor, name=name, device="cpu")
@@ -214,19 +217,21 @@ class OrtSRModel(SRModel):
             if scale not in self._sessions:
                 try:
                     path, meta = cached_onnx(self._torch, scale, self.opset, self.threads)
-                    session = OnnxSRModel(path, device="cpu", threads=self.threads)
-                except (BackendUnavailable, LenssrError) as exc:  # LenssrError: file unreadable
+                    session = OnnxSRModel(path, device=self.session_device, threads=self.threads)
+                # LenssrError: a cached file that does not open; OSError: cache not writable
+                except (BackendUnavailable, LenssrError, OSError) as exc:
+                    reason = str(exc) if isinstance(exc, BackendUnavailable) else _one_line(exc)
                     if not self._sessions:  # the default scale, at construction
-                        raise BackendUnavailable(str(exc)) from exc
+                        raise BackendUnavailable(reason) from exc
                     if self.strict:
                         raise LenssrError(
-                            f"{self.name} x{scale}: ONNX Runtime cannot run this model: {exc}"
+                            f"{self.name} x{scale}: ONNX Runtime cannot run this model: {reason}"
                         ) from exc
                     log.warning(
                         "lenssr: %s x%d: ONNX Runtime cannot run this scale (%s); using PyTorch",
                         self.name,
                         scale,
-                        exc,
+                        reason,
                     )
                     session = None
                 else:
@@ -288,7 +293,8 @@ def select_backend(sr: SRModel, backend: str = "auto", threads: int | None = Non
         backend: ``auto`` (CPU: ONNX Runtime, falling back to PyTorch with one logged line;
             CUDA: PyTorch, half precision when :func:`half_parity` is within
             :data:`HALF_TOLERANCE`; ``bicubic``, which has no weights: PyTorch), ``torch``, or
-            ``onnxruntime`` (CPU; raises instead of falling back).
+            ``onnxruntime`` (raises instead of falling back; on a CUDA device it needs
+            onnxruntime's CUDA execution provider).
         threads: ONNX Runtime intra-op threads (default: ``torch.get_num_threads()``, so one
             setting governs both backends).
 
@@ -299,14 +305,17 @@ def select_backend(sr: SRModel, backend: str = "auto", threads: int | None = Non
         raise LenssrError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
     if backend == "torch":
         return sr
-    if backend == "onnxruntime" and sr.device.type != "cpu":
-        raise LenssrError("backend 'onnxruntime' runs on CPU here; use --device cpu")
     if backend == "auto" and (sr.name == BICUBIC or sr.device.type != "cpu"):
         return _maybe_half(sr) if sr.device.type == "cuda" else sr
     n_threads = threads if threads is not None else torch.get_num_threads()
     try:
         return OrtSRModel(
-            sr.module, sr.descriptor, sr.name, threads=n_threads, strict=backend != "auto"
+            sr.module,
+            sr.descriptor,
+            sr.name,
+            threads=n_threads,
+            strict=backend != "auto",
+            session_device="cpu" if sr.device.type == "cpu" else "cuda",
         )
     except BackendUnavailable as exc:
         if backend == "onnxruntime":
