@@ -480,26 +480,25 @@ class JobManager:
         return None if when is None else time.time() - when
 
     def cancel(self, job_id: str) -> Job | None:
-        """Cancel a queued or running job, or delete a finished one; its files are deleted
-        (a running job's once its worker stops, within one image). None when unknown."""
+        """Cancel a queued or running job, or delete a finished one. Its files are deleted
+        at once; a running job's worker stops at its next network call (a batch of images or
+        tiles) and discards what it was writing. None when the job is unknown."""
         with self._lock:
-            job = self._jobs.get(job_id)
+            job = self._jobs.pop(job_id, None)
             if job is None:
                 return None
             job.cancel.set()
             job.cancelled_by_user = True
-            with self._gate:
-                self._gate.notify_all()
             if job_id in self._order:
                 self._order.remove(job_id)
-            if job.status == QUEUED:
+            if job.status in (QUEUED, RUNNING):
                 job.status, job.finished = CANCELLED, time.time()
-            running = job.status == RUNNING
-            if not running:  # queued or finished: nothing else uses its files
-                del self._jobs[job_id]
-                self._remember_expired(job_id)
-        if not running:
-            shutil.rmtree(job.folder, ignore_errors=True)
+            self._remember_expired(job_id)
+        with self._gate:
+            self._gate.notify_all()
+        # A running worker may still hold the (unlinked) result file open: its inode is
+        # freed when the worker closes it, at its next network call at the latest.
+        shutil.rmtree(job.folder, ignore_errors=True)
         return job
 
     def _remember_expired(self, job_id: str) -> None:
@@ -624,6 +623,8 @@ class JobManager:
                 on_image=on_image,
                 should_stop=job.cancel.is_set,
             )
+            if job.cancel.is_set():
+                raise Cancelled("job cancelled")
             job.processed = list(report.processed)
             job.skipped.extend(report.skipped)
             job.notes = list(report.notes)
@@ -642,8 +643,11 @@ class JobManager:
         except LenssrError as exc:
             job.status, job.error = FAILED, str(exc)
         except Exception as exc:  # an error in one job must never stop the server
-            log.exception("job %s failed", job.id)
-            job.status, job.error = FAILED, f"internal error: {type(exc).__name__}: {exc}"
+            if job.cancel.is_set():  # e.g. its files were deleted under it by a cancel
+                job.status, job.error = CANCELLED, "cancelled"
+            else:
+                log.exception("job %s failed", job.id)
+                job.status, job.error = FAILED, f"internal error: {type(exc).__name__}: {exc}"
         finally:
             self._local.job = None
             if small:
