@@ -44,6 +44,40 @@ def _training_lines(training: dict[str, Any]) -> list[str]:
     ]
 
 
+def _instrument_lines(desc: dict[str, Any]) -> list[str]:
+    """Card lines of an instrument-aware model: its inputs, instrument range and sigma."""
+    lines = []
+    cond = desc.get("conditioning") or {}
+    if cond.get("inputs"):
+        rng = cond.get("range") or {}
+        fwhm = rng.get("psf_fwhm_pix", ["?", "?"])
+        noise = rng.get("log10_noise", ["?", "?"])
+        lines.append(
+            f"- Instrument-aware: takes `{', '.join(cond['inputs'])}`; trained on the "
+            f"`{rng.get('mixture', '?')}` instrument mixture, PSF FWHM {fwhm[0]}-{fwhm[1]} LR "
+            f"pixels, log10 relative noise {_num(noise[0])} to {_num(noise[1])} (1-99%); "
+            "inputs outside warn."
+        )
+    unc = desc.get("uncertainty") or {}
+    if unc:
+        cal = unc.get("calibration") or {}
+        after = cal.get("after") or {}
+        lines.append(
+            f"- Per-pixel 1-sigma: sigma head x {unc.get('sigma_scale', 1.0):.3f}, calibrated on "
+            f"{cal.get('n', '?')} pairs of `{cal.get('data', '?')}` (coverage there: 1 sigma "
+            f"{100 * after.get('cov1', float('nan')):.1f}%, 2 sigma "
+            f"{100 * after.get('cov2', float('nan')):.1f}%)."
+        )
+    metrics = desc.get("metrics") or {}
+    if "cov1" in metrics:
+        c1, c2 = metrics["cov1"].get("mean"), metrics["cov2"].get("mean")
+        lines.append(
+            f"- Coverage of the 1-sigma map on the test set: 1 sigma {100 * c1:.1f}%, "
+            f"2 sigma {100 * c2:.1f}% of pixels (Gaussian: 68.3%, 95.4%)."
+        )
+    return lines
+
+
 def _card(name: str, desc: dict[str, Any], summary: dict[str, Any], reproduce: str) -> str:
     training = desc.get("training", {}) or {}
     cfg = training.get("config", {}) or {}
@@ -76,6 +110,7 @@ def _card(name: str, desc: dict[str, Any], summary: dict[str, Any], reproduce: s
         f"- Budget: {training.get('step', 'n/a')} optimisation steps, batch "
         f"{batch}, loss `{loss}`, wall time {minutes:.1f} min on {training.get('device', 'cpu')}.",
         *_training_lines(training),
+        *_instrument_lines(desc),
         "",
         f"## Held-out test metrics ({summary['n_images']} pairs of `{summary['data']}`)",
         "",
@@ -156,7 +191,11 @@ def ship_model(
         "bicubic": {k: bicubic[k] for k in ("psnr", "ssim", "mse", "hallucination")},
         "conventions": summary["conventions"],
     }
-    extra = {k: v for k, v in desc.items() if k in ("normalization", "training")}
+    for key in ("cov1", "cov2"):  # coverage of the calibrated 1-sigma map, when there is one
+        if key in own:
+            metrics[key] = own[key]
+    keep = ("normalization", "training", "conditioning", "uncertainty")
+    extra = {k: v for k, v in desc.items() if k in keep}
     extra["metrics"] = metrics
     extra["name"] = name
     folder.mkdir(parents=True, exist_ok=True)
@@ -194,8 +233,16 @@ def write_card(
             f"{test_data} --config {cfg}"
         )
     else:
+        calibrate = ""
+        cal = (desc.get("uncertainty") or {}).get("calibration") or {}
+        if cal.get("data"):
+            calibrate = (
+                f"lenssr calibrate <checkpoint dir>/best.safetensors --data {cal['data']} "
+                f"--n {cal.get('n', 200)}\n"
+            )
         reproduce = (
             f"lenssr train --config {cfg}   # simulates data/ on first use\n"
+            + calibrate
             + test_cmd
             + f"lenssr ship <checkpoint dir>/best.safetensors --name {name} --test {test_data}"
         )
