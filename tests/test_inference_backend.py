@@ -249,3 +249,15 @@ def test_cli_upscale_runs_onnxruntime_by_default(tmp_path: Path, cache: Path) ->
     assert np.abs(ort_out - torch_out).max() <= 1e-4 * 500
     assert open_upscaler(ckpt, device="cpu").backend == "onnxruntime"
     assert open_upscaler(ckpt, device="cpu", backend="torch").backend == "torch"
+
+
+def test_stale_temporary_exports_are_removed(tmp_path: Path, cache: Path) -> None:
+    import os
+
+    cache.mkdir(parents=True)
+    stale, fresh = cache / "x-x2-abc.123.456.tmp.onnx", cache / "y-x2-abc.124.457.tmp.onnx"
+    for f in (stale, fresh):
+        f.write_bytes(b"partial export of a killed process")
+    os.utime(stale, (1e9, 1e9))  # 2001
+    load_model(_edsr_checkpoint(tmp_path / "e"), device="cpu")
+    assert not stale.exists() and fresh.exists()

@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ PARITY_TOLERANCE = 1e-4
 #: ``(height, width)`` LR sizes and batch sizes of the parity check of a new export.
 PARITY_SIZES: tuple[tuple[int, int], ...] = ((75, 75), (40, 52))
 PARITY_BATCHES: tuple[int, ...] = (1, 2)
+#: Age [s] after which a temporary export is taken as left by a killed process and removed.
+STALE_TMP_S = 3600.0
 #: Largest half- vs single-precision difference (fraction of the image range) for CUDA half.
 HALF_TOLERANCE = 1e-4
 
@@ -127,6 +130,7 @@ def cached_onnx(
             return onnx_path, meta
 
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_stale(folder)
     tmp = folder / f"{key}.{os.getpid()}.{threading.get_ident()}.tmp.onnx"
     meta = {"key": key, "model": sr.name, "scale": scale, "opset": opset}
     meta["tolerance"] = PARITY_TOLERANCE
@@ -156,6 +160,17 @@ def cached_onnx(
     finally:
         tmp.unlink(missing_ok=True)
     return onnx_path, meta
+
+
+def _remove_stale(folder: Path, age_s: float = STALE_TMP_S) -> None:
+    """Delete temporary exports older than ``age_s`` seconds (left by killed processes)."""
+    now = time.time()
+    for tmp in folder.glob("*.tmp*"):
+        try:
+            if now - tmp.stat().st_mtime > age_s:
+                tmp.unlink()
+        except OSError:  # another process removed or replaced it meanwhile
+            pass
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
