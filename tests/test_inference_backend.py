@@ -261,3 +261,27 @@ def test_stale_temporary_exports_are_removed(tmp_path: Path, cache: Path) -> Non
     os.utime(stale, (1e9, 1e9))  # 2001
     load_model(_edsr_checkpoint(tmp_path / "e"), device="cpu")
     assert not stale.exists() and fresh.exists()
+
+
+def test_a_graph_that_fails_at_run_time_falls_back_per_call(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ckpt = _edsr_checkpoint(tmp_path / "e")
+    model = load_model(ckpt, device="cpu")
+    ref = load_model(ckpt, device="cpu", backend="torch")
+    session = model._session(2)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : bad shape\ndetail")
+
+    session._forward = broken
+    x = _images()
+    with caplog.at_level(logging.WARNING, logger="lenssr"):
+        np.testing.assert_allclose(model.upscale(x), ref.upscale(x), rtol=1e-6)
+        model.upscale(x)
+    (record,) = caplog.records  # one line, once
+    assert "INVALID_ARGUMENT" in record.getMessage() and "\n" not in record.getMessage()
+    strict = load_model(ckpt, device="cpu", backend="onnxruntime")
+    strict._session(2)._forward = broken
+    with pytest.raises(LenssrError, match="ONNX Runtime failed"):
+        strict.upscale(x)

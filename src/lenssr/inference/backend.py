@@ -214,6 +214,7 @@ class OrtSRModel(SRModel):
         self._torch = SRModel(self.module, descriptor, name=name, device="cpu")
         self._sessions: dict[int, Any] = {}
         self._lock = threading.Lock()
+        self._runtime_warned = False
         self._session(self.scale)  # the default scale now, so a failure shows at load time
 
     def _session(self, scale: int) -> Any:
@@ -260,7 +261,23 @@ class OrtSRModel(SRModel):
         session = None if sigma else self._session(scale)
         if session is None:
             return super()._forward(x, scale, cond=cond, sigma=sigma)
-        return session._forward(x, scale, cond=cond)
+        try:
+            return session._forward(x, scale, cond=cond)
+        except Exception as exc:  # onnxruntime's own error types (shape the graph cannot run)
+            if self.strict:
+                raise LenssrError(
+                    f"{self.name}: ONNX Runtime failed on input {x.shape}: {_one_line(exc)}"
+                ) from exc
+            if not self._runtime_warned:
+                self._runtime_warned = True
+                log.warning(
+                    "lenssr: %s: ONNX Runtime failed on input %s (%s); using PyTorch for such "
+                    "inputs",
+                    self.name,
+                    tuple(x.shape),
+                    _one_line(exc),
+                )
+            return super()._forward(x, scale, cond=cond)
 
 
 class HalfSRModel(SRModel):
