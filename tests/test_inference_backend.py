@@ -285,3 +285,18 @@ def test_a_graph_that_fails_at_run_time_falls_back_per_call(
     strict._session(2)._forward = broken
     with pytest.raises(LenssrError, match="ONNX Runtime failed"):
         strict.upscale(x)
+
+
+def test_out_of_disk_export_is_not_recorded(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", full)
+    ckpt = _edsr_checkpoint(tmp_path / "e")
+    assert load_model(ckpt, device="cpu").backend == "torch"
+    assert not list(cache.glob("*.json"))  # retried next time
+    monkeypatch.undo()
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    assert load_model(ckpt, device="cpu").backend == "onnxruntime"

@@ -107,8 +107,9 @@ def cached_onnx(
 
     The record (``<key>.json`` beside ``<key>.onnx``) holds ``ok``, ``max_abs_diff`` (ONNX
     Runtime vs PyTorch on images in [0, 1), i.e. a fraction of the image range), ``tolerance``
-    and, when not ``ok``, ``reason``. Failed exports are recorded too, so they are not retried
-    until the key changes.
+    and, when not ``ok``, ``reason``. Failed exports are recorded too (except out-of-disk or
+    out-of-memory ones), so they are not retried until the key changes or the ``.json`` is
+    deleted.
 
     Raises:
         BackendUnavailable: the export, the session or the parity check failed (now or when it
@@ -141,7 +142,8 @@ def cached_onnx(
             diffs = check_onnx(sr, ort_model, PARITY_SIZES, PARITY_BATCHES)
         except Exception as exc:  # the exporter and onnxruntime raise many exception types
             reason = f"export failed ({_one_line(exc)})"
-            _write_json(meta_path, {**meta, "ok": False, "reason": reason})
+            if not isinstance(exc, OSError | MemoryError):  # those may pass: not recorded
+                _write_json(meta_path, {**meta, "ok": False, "reason": reason})
             raise BackendUnavailable(reason) from exc
         worst = max(diffs.values())
         meta["max_abs_diff"] = worst
