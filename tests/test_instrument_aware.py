@@ -360,3 +360,42 @@ def test_bad_model_key_fails_before_any_data_is_simulated(tmp_path) -> None:
     with pytest.raises(ConfigError, match="unknown preset"):
         train(cfg, quiet=True)
     assert not train_file.exists()
+
+
+def test_upscale_uncertainty_writes_sigma_maps_beside_every_format(cond_model, tmp_path) -> None:
+    from astropy.io import fits
+    from PIL import Image
+
+    from lenssr.inference.upscale import upscale_path
+
+    rng = np.random.default_rng(8)
+    src = tmp_path / "in"
+    src.mkdir()
+    img = (20.0 + rng.normal(0, 1, (16, 16))).astype(np.float32)
+    np.save(src / "a.npy", img)
+    h = fits.Header()
+    h["CTYPE1"], h["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    h["CDELT1"], h["CDELT2"] = -0.1 / 3600, 0.1 / 3600
+    h["CRPIX1"], h["CRPIX2"], h["CRVAL1"], h["CRVAL2"] = 8.5, 8.5, 150.0, 2.0
+    fits.PrimaryHDU(img, header=h).writeto(src / "b.fits")
+    Image.fromarray((img * 1000).astype(np.uint16)).save(src / "c.png")
+    report = upscale_path(src, tmp_path / "out", model=cond_model, uncertainty=True, progress=False)
+    assert sorted(report.processed) == ["a.npy", "b.fits", "c.png"]
+    out = tmp_path / "out"
+    sig_npy = np.load(out / "a_sigma.npy")
+    assert sig_npy.shape == (32, 32) and sig_npy.dtype == np.float32 and np.all(sig_npy > 0)
+    with fits.open(out / "b.fits") as hdul:
+        assert hdul["SIGMA"].data.shape == (32, 32)
+        assert hdul["SIGMA"].header["CRPIX1"] == hdul[0].header["CRPIX1"]
+        assert hdul["SIGMA"].header["CDELT2"] == pytest.approx(hdul[0].header["CDELT2"])
+    import tifffile
+
+    sig_tif = tifffile.imread(out / "c_sigma.tif")
+    assert sig_tif.dtype == np.float32 and sig_tif.shape == (32, 32)
+    # the plain upscale writes no maps and a model without a sigma head refuses the option
+    upscale_path(src, tmp_path / "plain", model=cond_model, progress=False)
+    assert not list((tmp_path / "plain").glob("*_sigma*"))
+    from lenssr.errors import LenssrError
+
+    with pytest.raises(LenssrError, match="no sigma head"):
+        upscale_path(src, tmp_path / "bic", model="bicubic", uncertainty=True, progress=False)

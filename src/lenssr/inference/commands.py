@@ -48,6 +48,9 @@ def upscale(
     pixel_scale: float | None = typer.Option(
         None, "--pixel-scale", help="LR pixel scale in arcsec (default: FITS WCS, else 0.10)."
     ),
+    uncertainty: bool = typer.Option(
+        False, "--uncertainty", help="Also write each output's calibrated 1-sigma map."
+    ),
     noise_sigma: float | None = typer.Option(
         None,
         "--noise-sigma",
@@ -91,6 +94,7 @@ def upscale(
         pixel_scale=pixel_scale,
         noise_sigma=noise_sigma,
         instruments=instruments,
+        uncertainty=uncertainty,
     )
     typer.echo(report.summary())
     for line in instrument_summary(instruments):

@@ -52,6 +52,7 @@ def make_batch_fn(
     pixel_scale: float | None = None,
     noise_sigma: float | None = None,
     instruments: dict[str, dict] | None = None,
+    uncertainty: bool = False,
 ) -> Callable[[list[LoadedImage]], list[np.ndarray]]:
     """A ``batch_fn`` for ``process_path``: list of LoadedImage -> list of SR arrays (same
     order); images of equal shape and instrument go through the network together. A per-image
@@ -60,7 +61,8 @@ def make_batch_fn(
     ``psf_fwhm``, ``pixel_scale`` [arcsec] and ``noise_sigma`` (input units) are passed to
     instrument-aware models; FITS headers fill the first two when not given
     (:func:`image_instrument`). ``instruments``, when given, collects per image name what was
-    given, read or assumed (the model's ``last_instrument``)."""
+    given, read or assumed (the model's ``last_instrument``). ``uncertainty``: each result is a
+    :class:`lenssr.io.WithSidecars` carrying the calibrated 1-sigma map as ``sigma``."""
 
     def batch_fn(images: list[LoadedImage]) -> list[np.ndarray]:
         groups: dict[tuple, list[int]] = defaultdict(list)
@@ -78,9 +80,15 @@ def make_batch_fn(
             ):
                 kw = {"psf_fwhm": fwhm, "pixel_scale": pix, "noise_sigma": noise_sigma}
             try:
+                if uncertainty:
+                    kw["return_sigma"] = True
                 out = sr.upscale(
                     stack, scale=scale, tta=tta, tile=tile, batch_size=batch_size, **kw
                 )
+                if uncertainty:
+                    from lenssr.io import WithSidecars
+
+                    out = [WithSidecars(y, {"sigma": sig}) for y, sig in zip(*out, strict=True)]
                 if instruments is not None:
                     for i in idx:
                         instruments[images[i].name] = dict(getattr(sr, "last_instrument", {}))
@@ -140,6 +148,7 @@ def upscale_path(
     pixel_scale: float | None = None,
     noise_sigma: float | None = None,
     instruments: dict[str, dict] | None = None,
+    uncertainty: bool = False,
 ) -> BatchReport:
     """Upscale a file, a folder or a zip archive of LR images.
 
@@ -164,6 +173,9 @@ def upscale_path(
             headers fill them per file when not given; see :mod:`lenssr.inference.instrument`).
         noise_sigma: per-pixel noise sigma in the inputs' units (default: estimated per image).
         instruments: filled with what was given, read or assumed per image name.
+        uncertainty: also write each output's calibrated 1-sigma map (models with a sigma
+            head): ``<stem>_sigma.npy`` beside ``.npy``, an image HDU ``SIGMA`` (same WCS) in
+            FITS, ``<stem>_sigma.tif`` (float32) beside PNG/TIFF.
 
     Returns:
         The :class:`lenssr.io.BatchReport` (processed names, skipped names with reasons).
@@ -183,9 +195,12 @@ def upscale_path(
         f"{' conserve_flux' if conserve_flux else ''}"
     )
 
+    if uncertainty and not getattr(sr, "has_sigma", False):
+        raise LenssrError(f"model {sr.name!r} gives no uncertainty (it has no sigma head)")
     batch_fn = make_batch_fn(
-        sr, s, tta, tile, batch_size, psf_fwhm, pixel_scale, noise_sigma, instruments
-    )
+        sr, s, tta, tile, batch_size, psf_fwhm, pixel_scale, noise_sigma, instruments,
+        uncertainty,
+    )  # fmt: skip
 
     def fn(img: LoadedImage) -> np.ndarray:
         return batch_fn([img])[0]

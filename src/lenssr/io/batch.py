@@ -30,6 +30,7 @@ from lenssr.io.images import (
     DecodeBudget,
     LoadedImage,
     ReadLimits,
+    encode_image,
     image_format,
     is_image_name,
     one_line,
@@ -419,6 +420,23 @@ def iter_inputs(
 # ------------------------------------------------------------------------------ process
 
 
+@dataclass
+class WithSidecars:
+    """A result with companion maps on the same grid (e.g. ``{"sigma": 1-sigma map}``), which
+    ``process_path`` writes beside it: FITS as extra image HDUs named by the upper-case key
+    (same WCS); ``.npy`` as ``<stem>_<key>.npy``; PNG/TIFF as float32 ``<stem>_<key>.tif``."""
+
+    data: np.ndarray
+    sidecars: dict[str, np.ndarray]
+
+
+def sidecar_name(name: str, key: str, fmt: str) -> str:
+    """File name of the ``key`` map written beside result ``name`` of format ``fmt``."""
+    path = Path(name)
+    ext = ".npy" if fmt == "npy" else ".tif"
+    return str(path.with_name(f"{path.stem}_{key}{ext}"))
+
+
 class _Sink:
     """Destination of results: a folder, a single file or a zip archive being written.
 
@@ -436,7 +454,28 @@ class _Sink:
             self.partial = out.with_name(out.name + ".partial")
             self._zip = zipfile.ZipFile(self.partial, "w", compression=zipfile.ZIP_DEFLATED)
 
-    def write(self, name: str, result: np.ndarray, like: LoadedImage, **kw: object) -> None:
+    def write(
+        self, name: str, result: np.ndarray | WithSidecars, like: LoadedImage, **kw: object
+    ) -> None:
+        if isinstance(result, WithSidecars):
+            if like.fmt == "fits":
+                extra = {k.upper(): v for k, v in result.sidecars.items()}
+                self.write(name, result.data, like, extra_hdus=extra, **kw)
+                return
+            # encode every companion first, so a bad map fails before anything is written
+            files = []
+            for key, arr in result.sidecars.items():
+                fmt = "npy" if like.fmt == "npy" else "tiff"
+                twin = LoadedImage(
+                    data=arr, name=name, fmt=fmt,
+                    meta={"dtype": "float32"} if fmt == "tiff" else dict(like.meta),
+                )  # fmt: skip
+                side_kw = {k: v for k, v in kw.items() if k in ("scale", "conserve_flux")}
+                files.append((key, encode_image(arr, twin, **side_kw), fmt))  # type: ignore[arg-type]
+            self.write(name, result.data, like, **kw)
+            for key, raw, fmt in files:
+                self._put(sidecar_name(name, key, fmt), raw, key, fmt)
+            return
         if self._zip is not None:
             buf = io.BytesIO()
             write_image(buf, result, like, **kw)  # type: ignore[arg-type]
@@ -445,6 +484,18 @@ class _Sink:
             write_image(self.out, result, like, **kw)  # type: ignore[arg-type]
         else:
             write_image(self.out / name, result, like, **kw)  # type: ignore[arg-type]
+
+    def _put(self, name: str, raw: bytes, key: str, fmt: str) -> None:
+        """Store encoded companion bytes under ``name`` (a single-file output: beside it)."""
+        if self._zip is not None:
+            self._zip.writestr(name, raw)
+            return
+        if self.kind == "file":
+            path = Path(sidecar_name(str(self.out), key, fmt))
+        else:
+            path = self.out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(raw)
 
     def close(self, ok: bool) -> None:
         if self._zip is not None:

@@ -643,6 +643,7 @@ def _write_fits(
     scale: float,
     history: str | None,
     conserve_flux: bool,
+    extra_hdus: dict[str, np.ndarray] | None = None,
 ) -> bytes:
     from astropy.io import fits
 
@@ -687,6 +688,16 @@ def _write_fits(
         hdul = fits.HDUList([primary, fits.ImageHDU(arr, header=header)])
     else:
         hdul = fits.HDUList([fits.PrimaryHDU(arr, header=header)])
+    for extname, extra in (extra_hdus or {}).items():
+        # same grid as the image: its celestial WCS and units, named by EXTNAME
+        ext_header = fits.Header()
+        for card in header.cards:
+            if card.keyword in _WCS_KEYS or card.keyword.startswith(_WCS_PREFIXES):
+                ext_header.append(card)
+        if "BUNIT" in header:
+            ext_header["BUNIT"] = header["BUNIT"]
+        ext_header["EXTNAME"] = extname
+        hdul.append(fits.ImageHDU(np.ascontiguousarray(extra, dtype=np.float32), ext_header))
     buf = io.BytesIO()
     hdul.writeto(buf, output_verify="silentfix")
     out = buf.getvalue()
@@ -866,14 +877,25 @@ def _write_tiff(data: np.ndarray, like: LoadedImage) -> bytes:
 # ---------------------------------------------------------------------------------- write
 
 
+#: Header keywords copied onto extra FITS image HDUs (same pixel grid as the image).
+_WCS_KEYS = ("WCSAXES", "RADESYS", "EQUINOX", "LONPOLE", "LATPOLE", "MJDREF", "DATEREF")
+_WCS_PREFIXES = ("CTYPE", "CUNIT", "CRVAL", "CRPIX", "CDELT", "CD1_", "CD2_", "PC1_", "PC2_")
+
+
 def encode_image(
     data: np.ndarray,
     like: LoadedImage,
     scale: float = 1.0,
     history: str | None = None,
     conserve_flux: bool = False,
+    extra_hdus: dict[str, np.ndarray] | None = None,
 ) -> bytes:
-    """The bytes :func:`write_image` would write (same arguments, no destination)."""
+    """The bytes :func:`write_image` would write (same arguments, no destination).
+
+    ``extra_hdus`` (FITS only): more float32 images on the same grid, appended as image HDUs
+    named by their keys (``EXTNAME``) with the image's WCS and ``BUNIT``; they are divided by
+    ``scale**2`` too with ``conserve_flux``.
+    """
     arr = np.asarray(data)
     if arr.ndim != 2:
         raise ValueError(f"write_image expects a 2-D (H, W) array, got shape {arr.shape}")
@@ -885,7 +907,13 @@ def encode_image(
     if like.fmt == "npy":
         return _write_npy(arr, like)
     if like.fmt == "fits":
-        return _write_fits(arr, like, scale, history, conserve_flux)
+        extras = {}
+        for key, extra in (extra_hdus or {}).items():
+            ext = np.asarray(extra, dtype=np.float32)
+            if ext.shape != arr.shape:
+                raise ValueError(f"extra HDU {key} has shape {ext.shape}, the image {arr.shape}")
+            extras[key] = ext / np.float32(float(scale) ** 2) if conserve_flux else ext
+        return _write_fits(arr, like, scale, history, conserve_flux, extras)
     if like.fmt == "png":
         return _write_png(arr, like)
     if like.fmt == "tiff":
@@ -900,6 +928,7 @@ def write_image(
     scale: float = 1.0,
     history: str | None = None,
     conserve_flux: bool = False,
+    extra_hdus: dict[str, np.ndarray] | None = None,
 ) -> None:
     """Write ``data`` in the format of ``like`` (the image it was computed from).
 
@@ -915,12 +944,13 @@ def write_image(
             is stated in a ``FLUXCONV`` card). A surface-brightness FITS ``BUNIT`` (per
             arcsec^2 or per sr) is then rewritten as flux per input-pixel area, e.g.
             ``e-/s/(0.0025 arcsec2)``, with the LR pixel area in ``LRPIXAR``.
+        extra_hdus: FITS only: companion maps as extra image HDUs (see :func:`encode_image`).
 
     Raises:
         InputError: the result holds NaN or infinite values.
         ValueError: ``data`` is not 2-D or ``like.fmt`` is unknown.
     """
-    raw = encode_image(data, like, scale, history, conserve_flux)
+    raw = encode_image(data, like, scale, history, conserve_flux, extra_hdus)
     if isinstance(path_or_buffer, (str, Path)):
         path = Path(path_or_buffer)
         path.parent.mkdir(parents=True, exist_ok=True)
