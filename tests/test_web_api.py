@@ -370,3 +370,38 @@ def test_serve_command_runs_uvicorn(tmp_path: Path) -> None:
     with serve_process("--model", "bicubic", timeout=60) as url:
         assert httpx.get(f"{url}/healthz", timeout=5).json()["status"] == "ok"
         assert httpx.get(f"{url}/api/models", timeout=5).json()["default"] == "bicubic"
+
+
+def test_instrument_fields_and_sigma_maps(tmp_path: Path) -> None:
+    """The page's instrument fields reach the model (same output as the CLI with the same
+    instrument) and the 1-sigma maps come back in the result zip."""
+    from lenssr.inference import upscale_path
+
+    app = create_app(Settings(model="hybrid", work_dir=tmp_path / "jobs", previews=0))
+    with TestClient(app, base_url=LOCAL) as client:
+        hybrid = next(
+            m for m in client.get("/api/models").json()["models"] if m["name"] == "hybrid"
+        )
+        assert hybrid["instrument"] and hybrid["sigma"]
+        files = [(f"img{i}.npy", npy_bytes(lens_image(i, (24, 24)))) for i in range(2)]
+        r = submit(client, files, model="hybrid", psf_fwhm="0.25", pixel_scale="0.1",
+                   uncertainty="true")  # fmt: skip
+        assert r.status_code == 202, r.text
+        job = wait(client, r.json()["id"], timeout=120)
+        assert job["status"] == "done", job
+        with zipfile.ZipFile(io.BytesIO(client.get(job["result"]).content)) as zf:
+            names = set(zf.namelist())
+            assert {"img0.npy", "img0_sigma.npy", "img1_sigma.npy"} <= names
+            web = np.load(io.BytesIO(zf.read("img0.npy")))
+            sigma = np.load(io.BytesIO(zf.read("img0_sigma.npy")))
+        assert sigma.shape == web.shape == (48, 48) and np.all(sigma > 0)
+        src = tmp_path / "in"
+        src.mkdir()
+        (src / "img0.npy").write_bytes(files[0][1])
+        upscale_path(src, tmp_path / "cli", model="hybrid", psf_fwhm=0.25, pixel_scale=0.1,
+                     progress=False, batch_size=app.state.settings.batch_size)  # fmt: skip
+        np.testing.assert_array_equal(np.load(tmp_path / "cli" / "img0.npy"), web)
+        bad = submit(client, files, model="hybrid", psf_fwhm="-1")
+        assert bad.status_code == 400 and "psf_fwhm" in bad.text
+        none = submit(client, files, model="bicubic", uncertainty="true")
+        assert none.status_code == 400 and "no sigma head" in none.text

@@ -76,6 +76,8 @@ def available_models() -> list[dict[str, Any]]:
                 "scales": [int(s) for s in desc.get("scales", [scale])],
                 "scale": scale,
                 "description": f"{desc.get('arch', name)} network (shipped weights)",
+                "instrument": bool((desc.get("conditioning") or {}).get("inputs")),
+                "sigma": bool((desc.get("arch_config") or {}).get("sigma_head")),
             }
         )
     return models
@@ -137,6 +139,20 @@ def allowed_host_names(settings: Settings) -> set[str] | None:
 
 def _flag(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "on", "yes")
+
+
+def _positive(value: Any, key: str) -> float | None:
+    """An optional positive number of the upload form (the LR instrument); 400 otherwise."""
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        number = float("nan")
+    if not (number > 0 and number != float("inf")):
+        raise HTTPException(400, f"{key} must be a positive number, got {text!r}")
+    return number
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -248,6 +264,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(400, "scale must be an integer") from exc
         if scale not in scales:
             raise HTTPException(400, f"model {model!r} serves scales {scales}, not {scale}")
+        instrument = {
+            key: _positive(form.get(key), key) for key in ("psf_fwhm", "pixel_scale", "noise_sigma")
+        }
+        uncertainty = _flag(form.get("uncertainty"))
+        if uncertainty and not by_name[model].get("sigma"):
+            raise HTTPException(400, f"model {model!r} gives no uncertainty (no sigma head)")
         uploads = [f for f in form.getlist("files[]") + form.getlist("files") if f]
         uploads = [f for f in uploads if isinstance(f, UploadFile)]
         if not uploads:
@@ -257,6 +279,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             job = await run_in_threadpool(
                 _build_job, job_id, folder, uploads, model, scale, _flag(form.get("tta"))
             )
+            job.psf_fwhm = instrument["psf_fwhm"]
+            job.pixel_scale = instrument["pixel_scale"]
+            job.noise_sigma = instrument["noise_sigma"]
+            job.uncertainty = uncertainty
             manager.submit(job)
         except InputError as exc:
             shutil.rmtree(folder, ignore_errors=True)

@@ -50,7 +50,8 @@ JOB_FILE = "job.json"
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 #: Job fields kept in its state file.
 _SAVED = ("id", "model", "scale", "tta", "result_name", "total", "pixels", "status",
-          "processed", "skipped", "notes", "error", "created", "started", "finished")  # fmt: skip
+          "processed", "skipped", "notes", "error", "created", "started", "finished",
+          "psf_fwhm", "pixel_scale", "noise_sigma", "uncertainty")  # fmt: skip
 BICUBIC = "bicubic"
 #: Largest SR image (pixels) kept in memory for a preview; bigger images get none.
 PREVIEW_MAX_PIXELS = 2048 * 2048
@@ -77,6 +78,9 @@ class Job:
     Attributes:
         id: random hex id (unguessable: it is the only access control between users).
         model, scale, tta: what the user asked for.
+        psf_fwhm, pixel_scale: the LR instrument [arcsec] given on the page (instrument-aware
+            models; None: the FITS header's or the assumed default); noise_sigma: the images'
+            noise sigma (None: estimated); uncertainty: also write the 1-sigma maps.
         input_zip: the job's input archive inside ``folder``.
         result_name: download name of the result (``<upload stem>_sr.zip``).
         total: number of image members in the input (progress denominator).
@@ -95,6 +99,10 @@ class Job:
     result_name: str
     total: int
     pixels: int = 0
+    psf_fwhm: float | None = None
+    pixel_scale: float | None = None
+    noise_sigma: float | None = None
+    uncertainty: bool = False
     status: str = QUEUED
     done: int = 0
     processed: list[str] = field(default_factory=list)
@@ -622,6 +630,10 @@ class JobManager:
                 limits=zip_limits(self.settings),
                 on_image=on_image,
                 should_stop=job.cancel.is_set,
+                psf_fwhm=job.psf_fwhm,
+                pixel_scale=job.pixel_scale,
+                noise_sigma=job.noise_sigma,
+                uncertainty=job.uncertainty,
             )
             if job.cancel.is_set():
                 raise Cancelled("job cancelled")

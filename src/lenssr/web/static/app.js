@@ -55,6 +55,13 @@ function fillScales() {
     if (model && s === model.scale) opt.selected = true;
     select.appendChild(opt);
   }
+  // the instrument fields and 1-sigma maps only apply to models that take / give them
+  const sigma = Boolean(model && model.sigma);
+  $("uncertainty").disabled = !sigma;
+  if (!sigma) $("uncertainty").checked = false;
+  for (const key of ["psf_fwhm", "pixel_scale", "noise_sigma"]) {
+    $(key).disabled = !(model && model.instrument);
+  }
 }
 
 async function loadModels() {
@@ -112,6 +119,10 @@ function submit() {
   form.append("model", $("model").value);
   form.append("scale", $("scale").value);
   form.append("tta", $("tta").checked ? "true" : "false");
+  form.append("uncertainty", $("uncertainty").checked ? "true" : "false");
+  for (const key of ["psf_fwhm", "pixel_scale", "noise_sigma"]) {
+    if ($(key).value.trim() !== "") form.append(key, $(key).value.trim());
+  }
 
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/api/jobs");
