@@ -182,4 +182,5 @@ def test_shipped_models_carry_test_metrics_above_bicubic() -> None:
         assert m["n_test"] == 1000
         assert m["psnr"]["mean"] >= m["bicubic"]["psnr"]["mean"] + 4.0, name
         metrics[name] = m
-    assert metrics["hybrid-gan"]["hallucination"] < metrics["hybrid"]["hallucination"]
+    # the GAN was fine-tuned from the single-instrument tuned hybrid (shipped as hybrid-default)
+    assert metrics["hybrid-gan"]["hallucination"] < metrics["hybrid-default"]["hallucination"]
