@@ -69,8 +69,23 @@ def _register_all() -> None:
 _register_all()
 
 
+def _interrupt_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """A Ctrl-C that lands in a finaliser or weakref callback cannot be raised there; Python
+    would print it as an ignored exception with a traceback and carry on. Re-deliver it to the
+    main thread instead, where ``main`` turns it into one line."""
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        import _thread
+        import threading
+
+        # from another thread, so that it is raised in the main thread's own code, not here
+        threading.Thread(target=_thread.interrupt_main, daemon=True).start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the app, turning LenssrError into a one-line message."""
+    sys.unraisablehook = _interrupt_unraisable
     try:
         app(args=argv, prog_name="lenssr")
     except LenssrError as exc:
