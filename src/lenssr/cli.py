@@ -77,8 +77,10 @@ def _interrupt_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
         import _thread
         import threading
 
-        # from another thread, so that it is raised in the main thread's own code, not here
-        threading.Thread(target=_thread.interrupt_main, daemon=True).start()
+        # from another thread, a moment later: raised in the main thread's own code, not here
+        timer = threading.Timer(0.05, _thread.interrupt_main)
+        timer.daemon = True
+        timer.start()
         return
     sys.__unraisablehook__(unraisable)
 
