@@ -399,8 +399,10 @@ def test_instrument_fields_and_sigma_maps(tmp_path: Path) -> None:
         src.mkdir()
         (src / "img0.npy").write_bytes(files[0][1])
         upscale_path(src, tmp_path / "cli", model="hybrid", psf_fwhm=0.25, pixel_scale=0.1,
-                     progress=False, batch_size=app.state.settings.batch_size)  # fmt: skip
+                     uncertainty=True, progress=False,
+                     batch_size=app.state.settings.batch_size)  # fmt: skip
         np.testing.assert_array_equal(np.load(tmp_path / "cli" / "img0.npy"), web)
+        np.testing.assert_array_equal(np.load(tmp_path / "cli" / "img0_sigma.npy"), sigma)
         bad = submit(client, files, model="hybrid", psf_fwhm="-1")
         assert bad.status_code == 400 and "psf_fwhm" in bad.text
         none = submit(client, files, model="bicubic", uncertainty="true")
