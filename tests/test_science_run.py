@@ -99,3 +99,13 @@ def test_validate_science_bad_preset_override_fails_before_simulating(tmp_path):
         ])  # fmt: skip
     assert done.value.code == 2
     assert not (tmp_path / "o" / "data").exists()
+
+
+def test_unknown_preset_fails_before_anything_is_simulated(tmp_path) -> None:
+    from lenssr.errors import ConfigError
+    from lenssr.science.validate import ScienceConfig, validate_science
+
+    out = tmp_path / "science"
+    with pytest.raises(ConfigError, match="unknown preset 'nosuch'"):
+        validate_science(ScienceConfig(preset="nosuch", out=out))
+    assert not out.exists() or not list(out.rglob("*.h5"))

@@ -101,12 +101,12 @@ class _Split:
 
 
 def _preset(cfg: ScienceConfig):
-    """The run's preset: its name, or a :class:`Preset` when overrides are given."""
-    if not cfg.overrides:
-        return cfg.preset
+    """The run's preset: its name, or a :class:`Preset` when overrides are given. Either is
+    loaded here, so an unknown preset or key fails before anything is simulated."""
     from lenssr.simulation.presets import load_preset, parse_overrides
 
-    return load_preset(cfg.preset, parse_overrides(cfg.overrides))
+    loaded = load_preset(cfg.preset, parse_overrides(cfg.overrides) if cfg.overrides else None)
+    return loaded if cfg.overrides else cfg.preset
 
 
 def _short_hash(*parts: Any, n: int = 16) -> str:
