@@ -498,6 +498,8 @@ def evaluate(
                 {name: [ex_sr[name][i] for i in ex_idx] for _, name, _ in loaded},
                 out / "examples.png",
                 row_labels=[names[i] for i in ex_idx],
+                pixel_scale=_hr_pixel_scale(source, preset),
+                units=_units(source),
             )
         result.files["power_spectrum"] = plot_power_spectrum_ratio(
             {m.name: (m.k, m.spectrum_ratio) for m in results},
@@ -574,12 +576,30 @@ def asinh_stretch(
     return np.arcsinh(t / a) / np.arcsinh(1.0 / a)
 
 
+def _hr_pixel_scale(source: Any, preset: Any) -> float | None:
+    """HR pixel [arcsec] of the data (HDF5 attribute), else the preset's, else None."""
+    attrs = getattr(source, "attrs", None) or {}
+    if "hr_pixel_scale" in attrs:
+        return float(attrs["hr_pixel_scale"])
+    hr = getattr(preset, "hr", None)
+    return float(hr.pixel_scale) if hr is not None else None
+
+
+def _units(source: Any) -> str:
+    """The images' unit (HDF5 attribute ``units``), else "image units"."""
+    attrs = getattr(source, "attrs", None) or {}
+    unit = attrs.get("units")
+    return str(unit.decode() if isinstance(unit, bytes) else unit) if unit else "image units"
+
+
 def plot_examples(
     lr: Sequence[np.ndarray],
     hr: Sequence[np.ndarray],
     sr: dict[str, Sequence[np.ndarray]],
     path: str | Path,
     row_labels: Sequence[str] | None = None,
+    pixel_scale: float | None = None,
+    units: str = "image units",
 ) -> Path:
     """Figure of example images: columns LR, each model's SR, HR, then each model's SR - HR.
 
@@ -594,10 +614,15 @@ def plot_examples(
         sr: model name -> R SR images (H, W), in column order.
         path: output PNG.
         row_labels: optional names of the R examples.
+        pixel_scale: HR pixel [arcsec]: draws a 1" scale bar on each row's HR panel.
+        units: the images' unit, on the colour bars (one for the stretched images, labelled in
+            these units, one for the residuals).
 
     Returns:
         The written path.
     """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
     path = Path(path)
@@ -623,6 +648,24 @@ def plot_examples(
                 extent=extent,
                 interpolation="nearest",
             )
+            if c == len(panels) - 1:  # the HR panel: colour bar in units, scale bar
+                sm = ScalarMappable(Normalize(0.0, 1.0), cmap="magma")
+                cax = ax.inset_axes((1.03, 0.0, 0.06, 1.0))
+                bar = fig.colorbar(sm, cax=cax)
+                ticks = np.linspace(0.0, 1.0, 4)
+                span = vmax - vmin if vmax > vmin else 1.0
+                values = vmin + span * ASINH_SOFTENING * np.sinh(
+                    ticks * np.arcsinh(1.0 / ASINH_SOFTENING)
+                )
+                bar.set_ticks(ticks, labels=[f"{v:.3g}" for v in values])
+                bar.ax.tick_params(labelsize=5)
+                bar.set_label(units, fontsize=5)
+                if pixel_scale:
+                    length = 1.0 / pixel_scale  # HR pixels per arcsec
+                    x0, y0 = 0.08 * w, 0.9 * h
+                    ax.plot([x0, x0 + length], [y0, y0], color="w", lw=1.5)
+                    ax.text(x0 + length / 2, y0 - 0.03 * h, '1"', color="w", fontsize=6,
+                            ha="center", va="bottom")  # fmt: skip
             if 1 <= c <= len(models):
                 name = models[c - 1]
                 value = psnr(np.asarray(sr[name][r]), truth)
@@ -645,7 +688,9 @@ def plot_examples(
             )
         if image is not None:
             cax = axes[r, -1].inset_axes((1.03, 0.0, 0.06, 1.0))
-            fig.colorbar(image, cax=cax).ax.tick_params(labelsize=6)
+            res_bar = fig.colorbar(image, cax=cax)
+            res_bar.ax.tick_params(labelsize=6)
+            res_bar.set_label(f"SR - HR [{units}]", fontsize=5)
         if row_labels is not None:
             axes[r, 0].set_ylabel(str(row_labels[r]), fontsize=7)
     for c, title in enumerate(titles):
