@@ -166,3 +166,18 @@ def grad_norms(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
     monkeypatch.setattr(torch.optim.AdamW, "step", spy)
     return norms
+
+
+def _default_sigint() -> None:
+    """In a child before exec: SIGINT back to its default, so Python installs its Ctrl-C
+    handler even when the test run itself ignores SIGINT (a background or nohup'd CI job)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture(scope="session")
+def interruptible() -> dict:
+    """``subprocess.Popen`` keywords for a child that a test interrupts as Ctrl-C would: its own
+    process group (``os.killpg``) and the default SIGINT disposition."""
+    return {"start_new_session": True, "preexec_fn": _default_sigint}

@@ -35,14 +35,16 @@ def upscale_cmd(inp: Path, out: Path) -> list[str]:
             "--model", "bicubic", "-q", "--batch-size", "1"]  # fmt: skip
 
 
-def start_and_interrupt(inp: Path, out: Path, sig: int) -> subprocess.CompletedProcess:
+def start_and_interrupt(
+    inp: Path, out: Path, sig: int, interruptible: dict
+) -> subprocess.CompletedProcess:
     partial = out.with_name(out.name + ".partial")
     proc = subprocess.Popen(
         upscale_cmd(inp, out),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,
+        **interruptible,
     )
     end = time.time() + 120
     while not (partial.exists() and partial.stat().st_size > 100_000):
@@ -56,11 +58,11 @@ def start_and_interrupt(inp: Path, out: Path, sig: int) -> subprocess.CompletedP
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_interrupted_upscale_leaves_no_partial_zip_and_rerun_is_identical(
-    big_zip: Path, tmp_path: Path, sig: int
+    big_zip: Path, tmp_path: Path, sig: int, interruptible: dict
 ) -> None:
     out = tmp_path / "out.zip"
     partial = out.with_name("out.zip.partial")
-    stopped = start_and_interrupt(big_zip, out, sig)
+    stopped = start_and_interrupt(big_zip, out, sig, interruptible)
     assert not out.exists()
     if sig == signal.SIGINT:
         assert stopped.returncode == 130  # lenssr.cli.main: "interrupted", exit 130

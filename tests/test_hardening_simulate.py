@@ -26,7 +26,7 @@ def simulate_cmd(out: Path, n: int, workers: int) -> list[str]:
     ]  # fmt: skip
 
 
-def test_ctrl_c_with_workers_stops_and_rerun_resumes(tmp_path: Path) -> None:
+def test_ctrl_c_with_workers_stops_and_rerun_resumes(tmp_path: Path, interruptible: dict) -> None:
     out = tmp_path / "sim.h5"
     partial = out.with_name("sim.h5.partial")
     proc = subprocess.Popen(
@@ -34,7 +34,7 @@ def test_ctrl_c_with_workers_stops_and_rerun_resumes(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # its own process group: SIGINT reaches it as Ctrl-C would
+        **interruptible,  # its own process group: SIGINT reaches it as Ctrl-C would
     )
     end = time.time() + 240
     while True:  # wait until at least one chunk is on disk

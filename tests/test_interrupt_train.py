@@ -20,7 +20,7 @@ from lenssr.training import train
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
 def test_interrupted_train_resumes_to_the_same_weights(
-    sig: signal.Signals, blob_pairs: Path, tmp_path: Path, train_config
+    sig: signal.Signals, blob_pairs: Path, tmp_path: Path, train_config, interruptible: dict
 ) -> None:
     steps = 1500
     ref = train_config(blob_pairs, tmp_path / "ref", steps=steps, val={"every_steps": 50})
@@ -31,7 +31,7 @@ def test_interrupted_train_resumes_to_the_same_weights(
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "lenssr.cli", "train", "--config", str(path), "--quiet"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, **interruptible)
     state = out / "last.state.pt"
     end = time.time() + 240
     while not state.exists():  # interrupt after the first checkpoint, mid-run
