@@ -152,16 +152,10 @@ def sample_system(
     p["source_x"], p["source_y"] = float(p["lens_x"] + bx), float(p["lens_y"] + by)
     cl = src["clumps"]
     n_clumps = draw_int(cl["n"], rng, "source.clumps.n")
-    clumps = np.zeros((n_clumps, 4))
-    for k in range(n_clumps):
-        r = float(cl["r_max"]) * p["source_r_sersic"] * np.sqrt(rng.uniform())
-        t = rng.uniform(0.0, 2.0 * np.pi)
-        clumps[k] = (
-            p["source_x"] + r * np.cos(t),
-            p["source_y"] + r * np.sin(t),
-            draw(cl["amp"], rng, "source.clumps.amp") * p["source_amp"],
-            draw(cl["sigma"], rng, "source.clumps.sigma"),
-        )
+    clumps = _offset_knots(
+        rng, n_clumps, p, float(cl["r_max"]), (cl["amp"], "source.clumps.amp"),
+        (cl["sigma"], "source.clumps.sigma"), 1.0,
+    )  # fmt: skip
     p["source_n_clumps"] = float(n_clumps)
     p["source_clump_flux"] = float(np.sum(2.0 * np.pi * clumps[:, 2] * clumps[:, 3] ** 2))
 
@@ -206,6 +200,32 @@ def sample_system(
     sample_morphology(src.get("morphology"), rng, system)
     p.update(sample_lr_instrument(cfg.get("lr_mixture"), rng, preset))
     return system
+
+
+def _offset_knots(
+    rng: np.random.Generator,
+    n: int,
+    p: dict[str, float],
+    r_max: float,
+    amp: tuple,
+    size: tuple,
+    size_unit: float,
+) -> np.ndarray:
+    """``(n, 4)`` source components around the source centre: x, y [arcsec] uniform over a disk
+    of ``r_max`` source radii, amplitude ``draw(amp) * source_amp`` [e-/s/arcsec^2], size
+    ``draw(size) * size_unit`` [arcsec]. ``amp`` and ``size`` are ``(spec, name)``; the draws
+    come in that order per component (the recipe's fixed order)."""
+    out = np.zeros((n, 4))
+    for k in range(n):
+        r = r_max * p["source_r_sersic"] * np.sqrt(rng.uniform())
+        t = rng.uniform(0.0, 2.0 * np.pi)
+        out[k] = (
+            p["source_x"] + r * np.cos(t),
+            p["source_y"] + r * np.sin(t),
+            draw(amp[0], rng, amp[1]) * p["source_amp"],
+            draw(size[0], rng, size[1]) * size_unit,
+        )
+    return out
 
 
 def sample_morphology(spec: dict | None, rng: np.random.Generator, system: System) -> None:
@@ -264,17 +284,10 @@ def sample_morphology(spec: dict | None, rng: np.random.Generator, system: Syste
         g = spec["components"]
         k = draw_int(g["n"], rng, "source.morphology.components.n")
         p["source_n_components"] = float(k)
-        extra = np.zeros((k, 4))
-        for j in range(k):
-            r = float(g["offset"]) * p["source_r_sersic"] * np.sqrt(rng.uniform())
-            t = rng.uniform(0.0, 2.0 * np.pi)
-            extra[j] = (
-                p["source_x"] + r * np.cos(t),
-                p["source_y"] + r * np.sin(t),
-                draw(g["amp"], rng, "source.morphology.components.amp") * p["source_amp"],
-                draw(g["size"], rng, "source.morphology.components.size") * p["source_r_sersic"],
-            )
-        system.components = extra
+        system.components = _offset_knots(
+            rng, k, p, float(g["offset"]), (g["amp"], "source.morphology.components.amp"),
+            (g["size"], "source.morphology.components.size"), p["source_r_sersic"],
+        )  # fmt: skip
     elif name == "shapelets":
         g = spec["shapelets"]
         p["source_shapelet_nmax"] = float(draw_int(g["n_max"], rng, "shapelets.n_max"))

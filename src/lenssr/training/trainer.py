@@ -205,24 +205,31 @@ def load_init_weights(model: nn.Module, path: str | Path, strict: bool = True) -
     return report
 
 
-def check_model_and_mixture(config: dict[str, Any]) -> None:
-    """Build the configured model on the ``meta`` device (no memory, no weights) and load the
-    instrument-mixture preset, so a bad model key or preset name is a one-line
-    :class:`ConfigError` before any data are simulated or read."""
+def build_model(model_cfg: dict[str, Any]) -> nn.Module:
+    """The architecture of a config's ``model`` section; a bad key or value is a one-line
+    :class:`ConfigError`."""
     from lenssr.models import create_model
 
-    cfg = validate_config(config)
-    mcfg = dict(cfg["model"])
+    mcfg = dict(model_cfg)
     name = mcfg.pop("name")
     try:
-        with torch.device("meta"):
-            create_model(name, **mcfg)
+        return create_model(name, **mcfg)
     except ConfigError:
         raise
     except LenssrError as exc:
         raise ConfigError(f"model: {exc}") from exc
     except TypeError as exc:
         raise ConfigError(f"model {name!r}: {exc}") from exc
+
+
+def check_model_and_mixture(config: dict[str, Any]) -> None:
+    """Build the configured model on the ``meta`` device (no memory, no weights) and load the
+    instrument-mixture preset, so a bad model key or preset name is a one-line
+    :class:`ConfigError` before any data are simulated or read."""
+
+    cfg = validate_config(config)
+    with torch.device("meta"):
+        build_model(cfg["model"])
     if cfg["data"]["mixture"]:
         from lenssr.simulation.presets import load_preset
 
@@ -387,18 +394,9 @@ class Trainer:
         return rng
 
     def _setup_model(self) -> None:
-        from lenssr.models import create_model
 
-        mcfg = dict(self.cfg["model"])
-        name = mcfg.pop("name")
-        try:
-            model = create_model(name, **mcfg)
-        except ConfigError:
-            raise
-        except LenssrError as exc:
-            raise ConfigError(f"model: {exc}") from exc
-        except TypeError as exc:
-            raise ConfigError(f"model {name!r}: {exc}") from exc
+        name = self.cfg["model"]["name"]
+        model = build_model(self.cfg["model"])
         scales = tuple(getattr(model, "scales", (model.scale,)))
         if self.data_scale == model.scale:
             fwd_scale = None
