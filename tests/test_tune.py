@@ -7,6 +7,7 @@ import functools
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -427,3 +428,43 @@ def test_pretrain_and_gan_trials_are_pruned_on_validation(
     if stage == "pretrain":
         assert not (tmp_path / "t1" / "finetune").exists()  # never fine-tuned
         assert first.intermediate_values[2] < 0  # the loss, negated for a maximised objective
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill"])
+def test_interrupted_tune_command_resumes_to_the_trial_count(
+    sig: signal.Signals, tmp_path: Path, data: Path, interruptible: dict
+) -> None:
+    """``lenssr tune`` stopped by Ctrl-C or SIGKILL mid-study: the same command run again
+    finishes the study with the requested number of finished trials and its report."""
+    tune = write_tune(tmp_path, data)
+    db = tmp_path / "tune.db"
+    cmd = [
+        sys.executable, "-m", "lenssr.cli", "tune", "--config", str(tune), "--trials", "4",
+        "--storage", f"sqlite:///{db}", "--study", "s", "--out", str(tmp_path / "out"),
+        "--heartbeat", "1", "--quiet",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, **interruptible)
+    end = time.time() + 300
+    while True:  # interrupt once the first trial has finished
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert time.time() < end, "no trial finished"
+        if db.exists():
+            try:
+                study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
+                if finished(study):
+                    break
+            except (KeyError, ValueError, optuna.exceptions.StorageInternalError):
+                pass
+        time.sleep(0.2)
+    os.killpg(proc.pid, sig)
+    proc.wait(timeout=60)
+    err = proc.stderr.read() if proc.stderr else ""
+    assert "Traceback" not in err, err
+    first = len(finished(optuna.load_study(study_name="s", storage=f"sqlite:///{db}")))
+    assert first < 4, "the study finished before it was interrupted"
+    time.sleep(3.0)  # past the heartbeat grace period, so a killed trial counts as dead
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
+    assert len(finished(study)) == 4
+    assert (tmp_path / "out" / "best.yaml").exists()

@@ -44,6 +44,7 @@ def tune_command(
 
     from lenssr.tune.study import run_study
 
+    _quiet_interrupts()
     console = Console()
     result = run_study(
         config,
@@ -64,6 +65,22 @@ def tune_command(
         _summary(result.study, load_tune_config(config), console)
     for name, path in sorted(result.files.items()):
         console.print(f"{name}: {path}", highlight=False)
+
+
+def _quiet_interrupts() -> None:
+    """Ctrl-C during a trial: Optuna logs the trial as failed with the KeyboardInterrupt's
+    traceback before re-raising it. Drop that record (the study records the trial as failed;
+    ``lenssr`` prints "interrupted" and a re-run continues the study)."""
+    import logging
+
+    import optuna  # noqa: F401 - configures the library logger and its handler
+
+    def no_interrupt(record: logging.LogRecord) -> bool:
+        exc = record.exc_info
+        return not (exc and exc[0] is not None and issubclass(exc[0], KeyboardInterrupt))
+
+    for handler in logging.getLogger("optuna").handlers:
+        handler.addFilter(no_interrupt)
 
 
 def register(app: typer.Typer) -> None:
