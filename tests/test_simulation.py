@@ -235,3 +235,19 @@ def test_overrides_dict_yaml_and_strings(tmp_path) -> None:
         load_preset("no-such-preset")
     with pytest.raises(ConfigError, match="integer"):
         load_preset("default", {"lr.pixel_scale": 0.13})
+
+
+def test_preset_file_starts_from_the_preset_its_defaults_names(tmp_path) -> None:
+    path = tmp_path / "fixed.yaml"
+    path.write_text("defaults: survey-mix\nname: fixed\nlr_mixture:\n  exposure_time: 300\n")
+    preset = load_preset(str(path))
+    base = load_preset("survey-mix")
+    assert preset.name == "fixed"
+    assert preset.config["lr_mixture"]["exposure_time"] == 300
+    assert preset.config["source"] == base.config["source"]  # survey-mix's, not default's
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("lr:\n  exposure_time: 300\n")
+    assert "lr_mixture" not in load_preset(str(plain)).config  # no defaults: the default preset
+    (tmp_path / "loop.yaml").write_text(f"defaults: {tmp_path / 'loop.yaml'}\n")
+    with pytest.raises(ConfigError, match="itself"):
+        load_preset(str(tmp_path / "loop.yaml"))

@@ -288,7 +288,9 @@ def load_preset(name: str = "default", overrides: dict | str | Path | None = Non
     """Load a preset by name (or YAML path) and apply overrides.
 
     Args:
-        name: a shipped preset (:func:`available_presets`) or a path to a YAML preset file.
+        name: a shipped preset (:func:`available_presets`) or a path to a YAML preset file. A
+            file holds the settings that differ from ``default``, or from the preset that its
+            ``defaults:`` key names (a shipped preset or another file).
         overrides: nested dict or dict with dotted keys, or a path to a YAML file of overrides.
 
     Returns:
@@ -304,8 +306,12 @@ def load_preset(name: str = "default", overrides: dict | str | Path | None = Non
         if path.is_file():
             base = _read_yaml(path)
         elif str(name).endswith((".yaml", ".yml")) and Path(name).is_file():
-            base = _default_config()
-            _merge(base, _to_nested(_read_yaml(Path(name))))
+            own = _to_nested(_read_yaml(Path(name)))
+            parent = own.pop("defaults", None)  # another preset (name or path) to start from
+            if parent is not None and Path(str(parent)).resolve() == Path(name).resolve():
+                raise ConfigError(f"preset {name}: defaults names the file itself")
+            base = _default_config() if parent is None else load_preset(str(parent)).config
+            _merge(base, own)
         else:
             raise ConfigError(
                 f"unknown preset {name!r} (available: {', '.join(available_presets())})"
