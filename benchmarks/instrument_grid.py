@@ -14,7 +14,8 @@ Metrics per image, averaged per cell (project conventions):
 Usage::
 
     python benchmarks/instrument_grid.py --models bicubic,hybrid-default,hybrid \
-        [--specialist psf0.12-t1000-light=runs/spec/best.safetensors] [--n 30] [--out DIR]
+        [--specialist psf0.12-t1000-light=runs/spec/best.safetensors] [--n 30] [--out DIR] \
+        [--cells psf0.12-t1000-light,psf0.12-t1000-nolight]
 
 ``--models`` entries are shipped names or ``label=checkpoint``. Writes ``grid.json`` and
 ``grid.md`` to ``--out`` (default ``docs/instrument``) and prints one comparable figure: the
@@ -59,7 +60,15 @@ def main() -> None:
     ap.add_argument("--family", default="shapelets")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path("docs/instrument"))
+    ap.add_argument("--cells", default="", help="only these cells (comma-separated names)")
     args = ap.parse_args()
+    cells = grid_cells()
+    if args.cells:
+        wanted = {c.strip() for c in args.cells.split(",") if c.strip()}
+        unknown = wanted - {c.name for c in cells}
+        if unknown:
+            ap.error(f"unknown cell(s) {', '.join(sorted(unknown))}; e.g. {cells[0].name}")
+        cells = [c for c in cells if c.name in wanted]
     if args.threads:
         import torch
 
@@ -75,7 +84,7 @@ def main() -> None:
         specialists[cell] = load_model(path, device="cpu")
     results: dict[str, dict] = {}
     t0 = time.time()
-    for cell in grid_cells():
+    for cell in cells:
         data = render_cell(cell, args.n, seed=args.seed, family=args.family)
         peaks = data.hr_source.reshape(len(data.hr_source), -1).max(axis=1)
         row: dict[str, dict] = {}
