@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: setup browser postgres demo test test-all lint format bench weights weights-mix weights-gan clean
+.PHONY: setup site browser postgres demo test test-all lint format bench weights weights-mix weights-gan clean
 
 setup: $(VENV)/.installed
 
@@ -15,6 +15,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
+
+# The static site's browser runtime: ONNX Runtime Web and fflate, pinned by package.json +
+# package-lock.json in src/lenssr/site, installed with npm ci and copied into
+# src/lenssr/site/vendor/ (ignored by git; `lenssr export-site` copies it into every site).
+# Installs Debian's nodejs and npm when missing (needs root).
+SITE := src/lenssr/site
+site: $(SITE)/vendor/versions.json
+$(SITE)/vendor/versions.json: $(SITE)/package.json $(SITE)/package-lock.json $(SITE)/vendor.py | setup
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; \
+	fi
+	cd $(SITE) && npm ci --no-audit --no-fund --ignore-scripts
+	$(PY) -m lenssr.site.vendor
 
 # Debian's Chromium for the end-to-end browser tests (needs root; skipped when already there).
 browser:
@@ -44,11 +57,11 @@ format: setup
 	$(BIN)/ruff check --fix src tests benchmarks
 
 # The everyday suite: everything but the tests marked slow.
-test: setup browser lint
+test: setup site browser lint
 	$(BIN)/pytest -q -m "not slow"
 
 # Everything, slow tests included (what .ci/run runs).
-test-all: setup browser postgres lint
+test-all: setup site browser postgres lint
 	$(BIN)/pytest -q
 
 bench: setup

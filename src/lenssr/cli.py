@@ -47,6 +47,7 @@ def _register_all() -> None:
     from lenssr.pretrain import commands as pretrain_commands
     from lenssr.science import commands as science_commands
     from lenssr.simulation import commands as simulation_commands
+    from lenssr.site import commands as site_commands
     from lenssr.training import commands as training_commands
     from lenssr.tune import commands as tune_commands
     from lenssr.web import commands as web_commands
@@ -62,6 +63,7 @@ def _register_all() -> None:
         tune_commands,
         science_commands,
         web_commands,
+        site_commands,
     ):
         module.register(app)
 
