@@ -1,7 +1,7 @@
 """Simulation of LR/HR strong-lensing pairs (lenstronomy ray tracing, FFT substructure).
 
 Public API: :func:`load_preset`, :func:`simulate`, :func:`degrade_array`, :func:`degrade_path`,
-:class:`Preset`, :class:`Instrument` (``Instrument.observe(image, rng)``), :class:`Renderer`,
+:class:`Preset`, :class:`Instrument`, :class:`Renderer`,
 :func:`sample_system`, :data:`CLASSES`. Heavy modules load lazily.
 """
 

@@ -17,9 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import yaml
-
+from lenssr.config import load_yaml, merge, nest, parse_overrides, read_yaml_file
 from lenssr.errors import ConfigError
 
 __all__ = [
@@ -74,23 +72,6 @@ class Instrument:
         """Pixel solid angle [arcsec^2]."""
         return self.pixel_scale**2
 
-    def observe(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Add this instrument's noise to a noiseless image on its pixel grid.
-
-        Args:
-            image: ``(num_pix, num_pix)`` (or any shape) noiseless surface brightness
-                [e-/s/arcsec^2], already PSF-convolved and binned.
-            rng: random generator.
-
-        Returns:
-            float32 noisy surface brightness [e-/s/arcsec^2], same shape: electrons =
-            image * pixel_area * exposure_time, plus sky, Poisson, minus the sky mean, plus
-            Gaussian read noise, converted back.
-        """
-        from lenssr.simulation.instrument import add_noise
-
-        return add_noise(image, self, rng)
-
 
 @dataclass(frozen=True)
 class Preset:
@@ -141,95 +122,28 @@ def available_presets() -> list[str]:
     return sorted(p.stem for p in _presets_dir().glob("*.yaml"))
 
 
-def _numbers(value: Any) -> Any:
-    """Recursively turn numeric strings (YAML 1.1 reads ``1.0e6`` as a string) into floats."""
-    if isinstance(value, dict):
-        return {k: _numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_numbers(v) for v in value]
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = _numbers(yaml.safe_load(path.read_text()))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        problem = str(exc).replace("\n", " ")
-        raise ConfigError(f"{path}: invalid YAML ({problem})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings")
-    return data
-
-
-def parse_overrides(items: list[str] | tuple[str, ...]) -> dict:
-    """Parse ``key.sub=value`` strings into a nested dict (values parsed as YAML).
-
-    >>> parse_overrides(["lr.psf_fwhm=0.2", "subhalos.n=500"])
-    {'lr': {'psf_fwhm': 0.2}, 'subhalos': {'n': 500}}
-    """
-    out: dict = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        if not key:
-            raise ConfigError(f"override {item!r} has an empty key")
-        try:
-            value = _numbers(yaml.safe_load(raw)) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {key!r} conflicts with another override")
-        node[parts[-1]] = value
-    return out
-
-
-def _to_nested(overrides: dict) -> dict:
-    """Turn dotted keys at any level into nested dicts."""
-    out: dict = {}
-    for key, value in overrides.items():
-        if isinstance(value, dict) and not _is_distribution(value):
-            value = _to_nested(value)
-        node = out
-        parts = str(key).split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
-            node[parts[-1]].update(value)
-        else:
-            node[parts[-1]] = value
-    return out
-
-
 def _is_distribution(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"loguniform"}
 
 
-def _merge(base: dict, over: dict, prefix: str = "") -> None:
-    for key, value in over.items():
-        name = f"{prefix}{key}"
-        if key not in base:
-            raise ConfigError(f"unknown setting {name!r}")
-        if isinstance(base[key], dict) and not _is_distribution(base[key]):
-            if _is_distribution(value) or not isinstance(value, dict):
-                raise ConfigError(f"setting {name!r} is a section; set one of its keys")
-            _merge(base[key], value, prefix=f"{name}.")
-        else:
-            base[key] = value
+def _shipped(name: str) -> Path | None:
+    path = _presets_dir() / f"{name}.yaml"
+    return path if path.is_file() else None
+
+
+def _include(ref: str, including: Path) -> dict | Path:
+    """A preset file's ``defaults:``: a shipped preset, or a file (relative to the including
+    file, else to the working directory)."""
+    shipped = _shipped(ref)
+    if shipped is not None:
+        return read_yaml_file(shipped)
+    for path in (including.parent / ref, Path(ref)):
+        if path.is_file():
+            return path
+    raise ConfigError(
+        f"{including}: defaults {ref!r} is neither a preset ({', '.join(available_presets())}) "
+        "nor a file"
+    )
 
 
 def _instrument(cfg: dict, which: str) -> Instrument:
@@ -301,27 +215,22 @@ def load_preset(name: str = "default", overrides: dict | str | Path | None = Non
     """
     if isinstance(name, Preset):
         base = copy.deepcopy(name.config)
+    elif (shipped := _shipped(str(name))) is not None:
+        base = read_yaml_file(shipped)
+    elif str(name).endswith((".yaml", ".yml")) and Path(name).is_file():
+        base = load_yaml(
+            name, include=_include, root=_default_config(), strict=True, leaf=_is_distribution
+        )
     else:
-        path = _presets_dir() / f"{name}.yaml"
-        if path.is_file():
-            base = _read_yaml(path)
-        elif str(name).endswith((".yaml", ".yml")) and Path(name).is_file():
-            own = _to_nested(_read_yaml(Path(name)))
-            parent = own.pop("defaults", None)  # another preset (name or path) to start from
-            if parent is not None and Path(str(parent)).resolve() == Path(name).resolve():
-                raise ConfigError(f"preset {name}: defaults names the file itself")
-            base = _default_config() if parent is None else load_preset(str(parent)).config
-            _merge(base, own)
-        else:
-            raise ConfigError(
-                f"unknown preset {name!r} (available: {', '.join(available_presets())})"
-            )
+        raise ConfigError(f"unknown preset {name!r} (available: {', '.join(available_presets())})")
     if overrides is not None:
+        origin = "overrides"
         if isinstance(overrides, (str, Path)):
-            overrides = _read_yaml(Path(overrides))
+            origin, overrides = str(overrides), read_yaml_file(overrides)
         if not isinstance(overrides, dict):
             raise ConfigError("overrides must be a mapping of settings")
-        _merge(base, _to_nested(overrides))
+        over = nest(overrides, _is_distribution)
+        base = merge(base, over, strict=True, origin=origin, leaf=_is_distribution)
     hr, lr = _validate(base)
     return Preset(name=str(base.get("name", name)), hr=hr, lr=lr, config=base)
 
@@ -334,7 +243,7 @@ def preset_from_config(config: dict) -> Preset:
 
 
 def _default_config() -> dict:
-    return _read_yaml(_presets_dir() / "default.yaml")
+    return read_yaml_file(_presets_dir() / "default.yaml")
 
 
 def resolve_preset(preset: Preset | str) -> Preset:

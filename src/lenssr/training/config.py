@@ -9,13 +9,13 @@ those files are loaded first and the including file's values override theirs.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from lenssr.config import apply_overrides, load_yaml, merge, number
 from lenssr.errors import ConfigError
+
+__all__ = ["DEFAULTS", "apply_overrides", "load_config", "merge", "read_yaml", "validate_config"]
 
 #: Every recognised key with its default value. ``None`` means "not set".
 DEFAULTS: dict[str, Any] = {
@@ -73,103 +73,20 @@ _LOSS_TYPES = ("l1", "mse", "charbonnier", "mse_ssim")
 _AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
-def read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read one YAML file and the ``defaults:`` files it includes, merged."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    if path.resolve() in seen:
-        raise ConfigError(f"config include cycle at {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
-        raise ConfigError(f"{path}: {first}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of sections")
-    includes = raw.pop("defaults", None)
-    if includes is None:
-        return raw
-    if isinstance(includes, str):
-        includes = [includes]
-    merged: dict[str, Any] = {}
-    for inc in includes:
-        merged = merge(merged, read_yaml(path.parent / inc, (*seen, path.resolve())))
-    return merge(merged, raw)
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read one training YAML and the ``defaults:`` files it includes (paths relative to the
+    including file), merged; values are not checked here (see :func:`validate_config`)."""
+    return load_yaml(path)
 
 
-def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """Deep merge: mappings merge key by key, everything else in ``over`` replaces ``base``."""
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Parse ``section.key=value`` (value read as YAML: numbers, booleans, lists, null)."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. optim.lr=1e-4)")
-    key, value = text.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise ConfigError(f"override {text!r} has an empty key")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
-    return parts, parsed
-
-
-def apply_overrides(config: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Return a copy of ``config`` with ``key=value`` overrides set (nested keys by dots)."""
-    out = copy.deepcopy(config)
-    for text in overrides or []:
-        parts, value = parse_override(text)
-        node = out
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part!r} is not a section")
-            node = child
-        node[parts[-1]] = value
-    return out
-
-
-def _check_keys(user: dict[str, Any], ref: dict[str, Any], prefix: str, origin: str) -> None:
-    for key, value in user.items():
-        name = f"{prefix}{key}"
-        if prefix == "model.":
-            continue  # constructor arguments, checked by create_model
-        if key not in ref:
-            known = ", ".join(sorted(ref))
-            raise ConfigError(f"unknown config key {name!r}{origin} (known here: {known})")
-        if isinstance(ref[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key {name!r}{origin} must be a mapping")
-            _check_keys(value, ref[key], f"{name}.", origin)
-
-
-def _num(config: dict[str, Any], section: str, key: str, *, positive: bool = False) -> None:
+def _num(
+    config: dict[str, Any], section: str, key: str, *, positive: bool = False, integer: bool = False
+) -> None:
     value = config[section][key]
-    if value is None:
-        return
-    if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
-        try:
-            value = config[section][key] = float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{section}.{key} must be a number, got {value!r}")
-    if positive and value <= 0:
-        raise ConfigError(f"{section}.{key} must be > 0, got {value!r}")
-    if value < 0:
-        raise ConfigError(f"{section}.{key} must be >= 0, got {value!r}")
+    if value is not None:
+        config[section][key] = number(
+            value, f"{section}.{key}", integer=integer, positive=positive, minimum=0
+        )
 
 
 def validate_config(config: dict[str, Any], origin: str = "") -> dict[str, Any]:
@@ -180,21 +97,18 @@ def validate_config(config: dict[str, Any], origin: str = "") -> dict[str, Any]:
     where = f" in {origin}" if origin else ""
     if not isinstance(config, dict):
         raise ConfigError(f"config{where} must be a mapping of sections")
-    _check_keys(config, DEFAULTS, "", where)
-    full = merge(DEFAULTS, config)
+    # model keys other than name are constructor arguments, checked by create_model
+    full = merge(DEFAULTS, config, strict=True, origin=origin, open_sections=("model",))
 
     model = full["model"]
     if not isinstance(model.get("name"), str) or not model["name"]:
         raise ConfigError(f"model.name{where} must be a model name (e.g. hybrid, edsr)")
     data = full["data"]
     for key in ("patch_size", "batch_size"):
-        value = data[key]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ConfigError(f"data.{key} must be an integer, got {value!r}")
-        _num(full, "data", key, positive=True)
+        _num(full, "data", key, positive=True, integer=True)
     if data["patch_size"] is None:
         raise ConfigError("data.patch_size must be set (LR pixels)")
-    _num(full, "data", "num_workers")
+    _num(full, "data", "num_workers", integer=True)
     if data["normalization"] not in ("minmax", "noise"):
         raise ConfigError(
             f"data.normalization must be minmax or noise, got {data['normalization']!r}"

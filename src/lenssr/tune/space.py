@@ -29,6 +29,7 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any
 
+from lenssr.config import number
 from lenssr.errors import ConfigError
 
 _PARAM_TYPES = ("categorical", "int", "float")
@@ -214,17 +215,8 @@ class Param:
             param.choices = list(choices)
             return param
         for key in ("low", "high"):
-            value = spec.get(key)
-            if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
-                try:
-                    value = float(value)
-                except ValueError:
-                    pass
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
-            if kind == "int" and int(value) != value:
-                raise ConfigError(f"{where}.{key} must be an integer, got {value!r}")
-            setattr(param, key, int(value) if kind == "int" else float(value))
+            value = number(spec.get(key), f"{where}.{key}", integer=kind == "int")
+            setattr(param, key, value if kind == "int" else float(value))
         if param.low > param.high:  # type: ignore[operator]
             raise ConfigError(f"{where}: low {param.low} > high {param.high}")
         if param.log and param.low <= 0:  # type: ignore[operator]

@@ -130,17 +130,10 @@ def validate_stage_config(stage: str, config: dict[str, Any]) -> dict[str, Any]:
 
 def load_tune_config(path: str | Path) -> TuneConfig:
     """Read and check a tune YAML; the ``base`` path is relative to the YAML file."""
-    from lenssr.training.config import read_yaml
+    from lenssr.config import load_yaml, read_yaml_file
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"tune config not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a tune config must be a mapping")
+    raw = read_yaml_file(path)
     bad = sorted(set(raw) - _TOP_KEYS)
     if bad:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(bad)} (known: {sorted(_TOP_KEYS)})")
@@ -150,7 +143,7 @@ def load_tune_config(path: str | Path) -> TuneConfig:
     if not raw.get("base"):
         raise ConfigError(f"{path}: base (the training config to tune, e.g. hybrid.yaml) missing")
     base_path = path.parent / str(raw["base"])
-    base = read_yaml(base_path)
+    base = load_yaml(base_path)
     objective = raw.get("objective") or {}
     metric = objective.get("metric", "val_psnr")
     direction = objective.get("direction", "maximize")
