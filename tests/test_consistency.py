@@ -1,0 +1,60 @@
+"""Data consistency: the re-observation operator is the degrade model, and the refinement
+brings a super-resolved image to the noise level of its LR input."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lenssr.inference.consistency import (
+    blur_sigma,
+    noise_model_sigma,
+    reduced_chi2,
+    refine,
+    reobserve,
+)
+from lenssr.simulation.degrade import degrade_array
+from lenssr.simulation.presets import load_preset
+
+
+def _default_blur() -> tuple[object, float]:
+    p = load_preset("default")
+    return p, blur_sigma(
+        p.lr.psf_fwhm / p.lr.pixel_scale, p.scale, p.hr.psf_fwhm / p.hr.pixel_scale
+    )
+
+
+def test_reobserve_is_the_noiseless_degrade_model() -> None:
+    preset, sb = _default_blur()
+    rng = np.random.default_rng(0)
+    for shape in ((2, 40, 40), (1, 7, 9)):  # the second: blur wider than the image, odd size
+        hr = rng.random(shape)
+        want = degrade_array(hr, preset, noise=False)
+        got = reobserve(torch.as_tensor(hr)[:, None], preset.scale, sb)[:, 0].numpy()
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_chi2_of_the_truth_is_one_and_refine_reaches_the_noise_level() -> None:
+    preset, sb = _default_blur()
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:48, :48]
+    hr = np.stack([50.0 * np.exp(-((yy - 24 - d) ** 2 + (xx - 20) ** 2) / 30.0) for d in (0, 3)])
+    clean = reobserve(torch.as_tensor(hr)[:, None], 2, sb)[:, 0].numpy()
+    to_e, sky_e, read = 10.0, 100.0, 5.0
+    noise = noise_model_sigma(clean, to_e, sky_e, read)
+    lr = clean + noise * rng.standard_normal(clean.shape)
+    assert np.all(np.abs(reduced_chi2(lr, hr, 2, sb, noise) - 1.0) < 0.25)
+    wrong = 0.7 * hr  # loses 30% of the light: far from the data
+    before = reduced_chi2(lr, wrong, 2, sb, noise)
+    assert np.all(before > 1.5)
+    fixed, after = refine(lr, wrong, 2, sb, noise)
+    assert fixed.shape == wrong.shape and fixed.dtype == np.float32
+    assert np.all(after <= 1.0 + 3.0 * np.sqrt(2.0 / lr[0].size))  # the default target
+    np.testing.assert_allclose(after, reduced_chi2(lr, fixed, 2, sb, noise), rtol=1e-5)
+    flux = hr.sum(axis=(1, 2))
+    assert np.all(
+        np.abs(fixed.sum(axis=(1, 2)) - flux) < 0.75 * np.abs(wrong.sum(axis=(1, 2)) - flux)
+    )
+    same, chi = refine(lr, hr, 2, sb, noise, target=2.0)  # already consistent: unchanged
+    np.testing.assert_allclose(same, hr.astype(np.float32))
