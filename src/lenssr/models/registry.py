@@ -9,7 +9,6 @@ Checkpoints store exactly these two, so a model can be rebuilt from its descript
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -17,17 +16,22 @@ from typing import Any, TypeVar
 from torch import nn
 
 from lenssr.errors import LenssrError
+from lenssr.registry import Registry
 
-_REGISTRY: dict[str, type[nn.Module]] = {}
-
-# Built-in architecture modules, imported on first use of the registry.
-_BUILTIN_MODULES = (
-    "bicubic_arch",
-    "srcnn_arch",
-    "edsr_arch",
-    "lapsrn_arch",
-    "rrdbnet_arch",
-    "hybrid_arch",
+#: Every architecture by name; the built-in ``*_arch.py`` files register on the first lookup.
+MODELS = Registry(
+    "model architecture",
+    builtin=[
+        f"lenssr.models.{mod}"
+        for mod in (
+            "bicubic_arch",
+            "srcnn_arch",
+            "edsr_arch",
+            "lapsrn_arch",
+            "rrdbnet_arch",
+            "hybrid_arch",
+        )
+    ],
 )
 
 M = TypeVar("M", bound=type[nn.Module])
@@ -42,11 +46,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _load_builtin() -> None:
-    for mod in _BUILTIN_MODULES:
-        importlib.import_module(f"lenssr.models.{mod}")
-
-
 def register_model(name: str) -> Callable[[M], M]:
     """Class decorator: register an ``nn.Module`` architecture under ``name``.
 
@@ -56,8 +55,7 @@ def register_model(name: str) -> Callable[[M], M]:
     key = name.lower()
 
     def decorator(cls: M) -> M:
-        if key in _REGISTRY and _REGISTRY[key] is not cls:
-            raise ValueError(f"model name {name!r} is already registered")
+        MODELS.register(key)(cls)  # a name taken by another class raises ValueError
         original_init = cls.__init__
         signature = inspect.signature(original_init)
 
@@ -74,7 +72,6 @@ def register_model(name: str) -> Callable[[M], M]:
 
         cls.__init__ = __init__  # type: ignore[method-assign]
         cls.arch_name = key  # type: ignore[attr-defined]
-        _REGISTRY[key] = cls
         return cls
 
     return decorator
@@ -82,19 +79,12 @@ def register_model(name: str) -> Callable[[M], M]:
 
 def list_models() -> list[str]:
     """Sorted names of all registered architectures."""
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def get_model_class(name: str) -> type[nn.Module]:
     """The class registered as ``name`` (case-insensitive); unknown names raise LenssrError."""
-    _load_builtin()
-    try:
-        return _REGISTRY[name.lower()]
-    except KeyError:
-        raise LenssrError(
-            f"unknown model architecture {name!r}; available: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+    return MODELS.get(name)
 
 
 def create_model(name: str, **config: Any) -> nn.Module:

@@ -45,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
         },
     },
     "loss": {
-        "type": "l1",  # l1 | mse | charbonnier | mse_ssim
+        "type": "l1",  # a name in lenssr.training.losses.LOSSES: l1 | mse | charbonnier | mse_ssim
         "ssim_weight": 0.1,  # w in MSE + w * (1 - SSIM)
         "charbonnier_eps": 1.0e-3,
         "pyramid": False,  # lapsrn/hybrid: loss on every pyramid level
@@ -69,7 +69,6 @@ DEFAULTS: dict[str, Any] = {
     "budget": {"steps": None, "minutes": None},
 }
 
-_LOSS_TYPES = ("l1", "mse", "charbonnier", "mse_ssim")
 _AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
@@ -118,8 +117,10 @@ def validate_config(config: dict[str, Any], origin: str = "") -> dict[str, Any]:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {data['val_fraction']!r}")
 
     loss = full["loss"]
-    if loss["type"] not in _LOSS_TYPES:
-        raise ConfigError(f"loss.type {loss['type']!r} unknown (use {', '.join(_LOSS_TYPES)})")
+    from lenssr.training.losses import LOSSES
+
+    if loss["type"] not in LOSSES:
+        raise ConfigError(f"loss.type {loss['type']!r} unknown (use {', '.join(LOSSES.names())})")
     _num(full, "loss", "ssim_weight")
     _num(full, "loss", "charbonnier_eps", positive=True)
     _num(full, "loss", "sigma_weight")

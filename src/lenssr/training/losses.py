@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lenssr.errors import ConfigError
+from lenssr.errors import ConfigError, LenssrError
 from lenssr.evaluation.metrics import psnr_torch
+from lenssr.registry import Registry
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -76,20 +77,38 @@ def mse_ssim(x: Tensor, y: Tensor, ssim_weight: float = 0.1) -> Tensor:
     return mse + ssim_weight * (1 - ssim_map(x, y).mean())
 
 
+#: Pixel losses by ``loss.type``: each entry builds the loss from the ``loss`` section.
+LOSSES = Registry("loss.type")
+
+
+@LOSSES.register("l1")
+def _l1(cfg: dict) -> LossFn:
+    return F.l1_loss
+
+
+@LOSSES.register("mse")
+def _mse(cfg: dict) -> LossFn:
+    return F.mse_loss
+
+
+@LOSSES.register("charbonnier")
+def _charbonnier(cfg: dict) -> LossFn:
+    eps = float(cfg.get("charbonnier_eps", 1e-3))
+    return lambda x, y: charbonnier(x, y, eps)
+
+
+@LOSSES.register("mse_ssim")
+def _mse_ssim(cfg: dict) -> LossFn:
+    w = float(cfg.get("ssim_weight", 0.1))
+    return lambda x, y: mse_ssim(x, y, w)
+
+
 def make_pixel_loss(cfg: dict) -> LossFn:
-    """The per-level loss named by ``cfg["type"]`` (``l1 | mse | charbonnier | mse_ssim``)."""
-    kind = cfg["type"]
-    if kind == "l1":
-        return F.l1_loss
-    if kind == "mse":
-        return F.mse_loss
-    if kind == "charbonnier":
-        eps = float(cfg.get("charbonnier_eps", 1e-3))
-        return lambda x, y: charbonnier(x, y, eps)
-    if kind == "mse_ssim":
-        w = float(cfg.get("ssim_weight", 0.1))
-        return lambda x, y: mse_ssim(x, y, w)
-    raise ConfigError(f"loss.type {kind!r} unknown (use l1, mse, charbonnier, mse_ssim)")
+    """The per-level loss named by ``cfg["type"]`` (one of ``LOSSES.names()``)."""
+    try:
+        return LOSSES.get(cfg["type"])(cfg)
+    except LenssrError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def downsample_to(hr: Tensor, size: tuple[int, int]) -> Tensor:
