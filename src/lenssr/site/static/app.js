@@ -198,6 +198,16 @@ function number(id) {
   return x;
 }
 
+// Tile side in LR pixels, as `lenssr upscale --tile`: `?tile=256` in the page's address
+// (default: automatic, 256-pixel tiles above 512x512 LR pixels).
+function tileFromUrl() {
+  const t = new URLSearchParams(location.search).get("tile");
+  if (t === null || t === "") return null;
+  const n = Number(t);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`tile must be a whole number of LR pixels, got ${t}`);
+  return n;
+}
+
 function fail(text) {
   state.running = false;
   $("job").className = "card failed";
@@ -265,6 +275,7 @@ async function start() {
       psf_fwhm: number("psf_fwhm"),
       pixel_scale: number("pixel_scale"),
       noise_sigma: number("noise_sigma"),
+      tile: tileFromUrl(),
     };
   } catch (e) {
     return fail(e.message);

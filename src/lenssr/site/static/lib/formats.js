@@ -252,12 +252,23 @@ const STALE = new Set(["BSCALE", "BZERO", "BLANK", "DATAMIN", "DATAMAX", "CHECKS
   "ZIMAGE", "ZBITPIX", "ZNAXIS", "ZCMPTYPE", "ZQUANTIZ", "ZDITHER0"]);
 const STRUCTURAL = /^(SIMPLE|XTENSION|BITPIX|NAXIS\d*|EXTEND|PCOUNT|GCOUNT|END)$/;
 
-/** A float as a FITS value (what Python's repr gives, upper-case exponent, with a point). */
-function fitsFloat(v) {
-  let s = String(v);
-  if (!/[.eEn]/.test(s)) s += ".0";
-  s = s.replace("e", "E");
-  if (/E/.test(s) && !/\./.test(s.split("E")[0])) s = s.replace("E", ".0E");
+/** A float as a FITS value, as astropy writes it: Python's repr (exponent below 1e-4 and from
+ * 1e16, upper-case, two exponent digits), the mantissa cut to fit 20 characters. */
+export function fitsFloat(v) {
+  if (!Number.isFinite(v)) throw new Error(`cannot write ${v} in a FITS header`);
+  const [mant, e] = v.toExponential().split("e");
+  const exp = Number(e);
+  let s;
+  if (v !== 0 && (exp < -4 || exp >= 16)) {
+    s = `${mant}E${exp < 0 ? "-" : "+"}${String(Math.abs(exp)).padStart(2, "0")}`;
+  } else {
+    s = String(v);
+    if (!s.includes(".")) s += ".0";
+  }
+  if (s.length > 20) {
+    const idx = s.indexOf("E");
+    s = idx < 0 ? s.slice(0, 20) : s.slice(0, 20 - (s.length - idx)) + s.slice(idx);
+  }
   return s;
 }
 
