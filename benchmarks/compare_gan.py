@@ -49,8 +49,7 @@ def main() -> None:
     ap.add_argument("--tag", default=time.strftime("%Y%m%d-%H%M%S"))
     args = ap.parse_args()
 
-    from lenssr.gan.trainer import load_gan_config, train_gan
-    from lenssr.pretrain.pretrain import load_pretrain_config, pretrain
+    from lenssr.training import load_task_config, pretrain, train_gan
 
     out = args.out / args.tag
     train = args.train
@@ -63,7 +62,8 @@ def main() -> None:
         data.append(f"threads={args.threads}")
     init = args.init
     if init is None:
-        cfg = load_pretrain_config(
+        cfg = load_task_config(
+            "denoise",
             ROOT / "configs/pretrain-hybrid.yaml",
             [f"data.train={args.train}", f"data.val={args.val}", "budget.minutes=null",
              f"budget.steps={args.pretrain_steps}", f"schedule.total_steps={args.pretrain_steps}"],
@@ -85,7 +85,7 @@ def main() -> None:
                 f"gan.adversarial={adv}",
                 f"gan.discriminator.batch_norm={str(adv != 'wgan-gp').lower()}",
             ]
-            cfg = load_gan_config(ROOT / "configs/gan-hybrid.yaml", overrides)
+            cfg = load_task_config("gan", ROOT / "configs/gan-hybrid.yaml", overrides)
             cfg["gan"]["discriminator"] = {
                 **DISCRIMINATORS[disc],
                 "batch_norm": adv != "wgan-gp",

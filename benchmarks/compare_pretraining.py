@@ -57,8 +57,7 @@ def main() -> None:
     ap.add_argument("--tag", default=time.strftime("%Y%m%d-%H%M%S"))
     args = ap.parse_args()
 
-    from lenssr.pretrain.pretrain import load_pretrain_config, pretrain
-    from lenssr.training import load_config, train
+    from lenssr.training import load_config, load_task_config, pretrain, train
 
     out = args.out / args.tag
     common = [f"data.val={args.val}", "budget.minutes=null"]
@@ -79,7 +78,8 @@ def main() -> None:
     pretrained = args.pretrained
     t0 = time.monotonic()
     if pretrained is None:
-        cfg = load_pretrain_config(
+        cfg = load_task_config(
+            "denoise",
             ROOT / "configs/pretrain-hybrid.yaml",
             [*common, f"data.train={args.train}", f"budget.steps={args.pretrain_steps}",
              f"schedule.total_steps={args.pretrain_steps}"],

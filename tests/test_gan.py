@@ -17,15 +17,30 @@ from torch import nn
 
 from lenssr.cli import main
 from lenssr.errors import ConfigError, LenssrError
-from lenssr.gan.discriminators import create_discriminator, list_discriminators
-from lenssr.gan.losses import AdversarialLoss, critic_scores, gradient_penalty
-from lenssr.gan.perceptual import VGG19_CFG, EncoderFeatures, VGG19Features
-from lenssr.gan.trainer import GANTrainer, load_gan_config, validate_gan_config
 from lenssr.inference import load_model
 from lenssr.models import create_model, load_checkpoint, save_checkpoint
+from lenssr.training import load_task_config
+from lenssr.training.adversarial import AdversarialLoss, critic_scores, gradient_penalty
+from lenssr.training.discriminators import create_discriminator, list_discriminators
+from lenssr.training.engine import Engine
+from lenssr.training.perceptual import VGG19_CFG, EncoderFeatures, VGG19Features
+from lenssr.training.tasks.gan import GanTask, validate_gan_config
 
 TINY_PATCHGAN = {"name": "patchgan", "num_feat": 4, "num_layers": 2}
 TINY_SRGAN = {"name": "srgan", "num_feat": 4, "num_blocks": 2, "dense_feat": 8}
+
+
+def gan_engine(config: dict, **kwargs) -> Engine:
+    """The engine running the GAN task on ``config``."""
+    return Engine("gan", config, **kwargs)
+
+
+def g_losses(engine: Engine) -> list[float]:
+    return [log["g_total"] for log in engine.logs]
+
+
+def d_losses(engine: Engine) -> list[float]:
+    return [log["d_loss"] for log in engine.logs]
 
 
 # ---------------------------------------------------------------------- discriminators
@@ -246,11 +261,11 @@ def test_tiny_gan_run_writes_a_hybrid_checkpoint_that_load_model_reads(
     cfg = tiny_gan_config(pairs, init, tmp_path, discriminator=dict(disc), adversarial=adversarial)
     if adversarial == "wgan-gp":
         cfg["gan"]["d_steps"] = 2
-    trainer = GANTrainer(cfg, quiet=True)
+    trainer = gan_engine(cfg, quiet=True)
     path = trainer.run()
     assert path == tmp_path / "generator.safetensors"
-    assert len(trainer.g_losses) == len(trainer.d_losses) == 6
-    assert all(math.isfinite(v) for v in trainer.g_losses + trainer.d_losses)
+    assert len(g_losses(trainer)) == len(d_losses(trainer)) == 6
+    assert all(math.isfinite(v) for v in g_losses(trainer) + d_losses(trainer))
     assert [h["step"] for h in trainer.history] == [2, 4, 6]
     assert all(math.isfinite(h["val_hallucination"]) for h in trainer.history)
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
@@ -270,19 +285,19 @@ def test_nan_loss_stops_gan_training_and_keeps_the_last_good_checkpoint(
     gan_data, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     pairs, init = gan_data
-    original = GANTrainer.generator_losses
+    original = GanTask.generator_losses
     seen: dict[str, str] = {}
 
     def poisoned(self, lr, hr):
         terms = original(self, lr, hr)
-        if self.step == 5:
+        if self.engine.step == 5:
             seen["hash"] = hashlib.sha256((tmp_path / "last.safetensors").read_bytes()).hexdigest()
             terms["total"] = terms["total"] * float("nan")
         return terms
 
-    monkeypatch.setattr(GANTrainer, "generator_losses", poisoned)
+    monkeypatch.setattr(GanTask, "generator_losses", poisoned)
     with pytest.raises(LenssrError) as info:
-        GANTrainer(tiny_gan_config(pairs, init, tmp_path, steps=10), quiet=True).run()
+        gan_engine(tiny_gan_config(pairs, init, tmp_path, steps=10), quiet=True).run()
     message = str(info.value)
     assert "\n" not in message
     assert "generator loss is nan at step 5" in message
@@ -309,7 +324,7 @@ def test_config_checks(gan_data, tmp_path: Path):
     with pytest.raises(ConfigError, match="either init"):
         validate_gan_config(both)
     root = Path(__file__).resolve().parents[1]
-    repo = load_gan_config(root / "configs" / "gan-hybrid.yaml")
+    repo = load_task_config("gan", root / "configs" / "gan-hybrid.yaml")
     assert repo["init"] and repo["gan"]["discriminator"]["name"] == "patchgan"
 
 
@@ -353,16 +368,16 @@ def test_resume_continues_gan_training_exactly(gan_data, tmp_path: Path):
     full = tiny_gan_config(pairs, init, tmp_path / "full", steps=8, adversarial="wgan-gp")
     full["schedule"]["total_steps"] = 8
     full["log"]["tensorboard"] = False
-    GANTrainer(full, quiet=True).run()
+    gan_engine(full, quiet=True).run()
     part = copy.deepcopy(full)
     part["checkpoint"]["dir"] = str(tmp_path / "part")
     part["budget"]["steps"] = 4
-    GANTrainer(part, quiet=True).run()
+    gan_engine(part, quiet=True).run()
     with pytest.raises(ConfigError, match="--resume"):
-        GANTrainer({**part, "budget": {"steps": 8}}, quiet=True).run()
-    resumed = GANTrainer({**part, "budget": {"steps": 8}}, quiet=True, resume=True)
+        gan_engine({**part, "budget": {"steps": 8}}, quiet=True).run()
+    resumed = gan_engine({**part, "budget": {"steps": 8}}, quiet=True, resume=True)
     resumed.run()
-    assert len(resumed.g_losses) == 4 and resumed.step == 8
+    assert len(g_losses(resumed)) == 4 and resumed.step == 8
     assert [h["step"] for h in resumed.history] == [2, 4, 6, 8]
     for stem in ("last", "generator"):
         a = load_file(tmp_path / "full" / f"{stem}.safetensors")
@@ -370,8 +385,8 @@ def test_resume_continues_gan_training_exactly(gan_data, tmp_path: Path):
         assert all(torch.equal(a[k], b[k]) for k in a), stem
     sa = torch.load(tmp_path / "full" / "last.state.pt", weights_only=False)
     sb = torch.load(tmp_path / "part" / "last.state.pt", weights_only=False)
-    for k in sa["discriminator"]:
-        assert torch.equal(sa["discriminator"][k], sb["discriminator"][k]), k
+    for k in sa["modules"]["discriminator"]:
+        assert torch.equal(sa["modules"]["discriminator"][k], sb["modules"]["discriminator"][k]), k
 
 
 def test_on_validation_ends_a_gan_run(gan_data, tmp_path: Path):
@@ -384,7 +399,7 @@ def test_on_validation_ends_a_gan_run(gan_data, tmp_path: Path):
         if step == 4:
             raise KeyboardInterrupt("pruned")
 
-    trainer = GANTrainer(tiny_gan_config(pairs, init, tmp_path, steps=10), quiet=True)
+    trainer = gan_engine(tiny_gan_config(pairs, init, tmp_path, steps=10), quiet=True)
     trainer.on_validation = hook
     with pytest.raises(KeyboardInterrupt, match="pruned"):
         trainer.run()
@@ -400,7 +415,7 @@ def test_grad_clip_bounds_generator_and_discriminator_gradients(
     norms = grad_norms
     cfg = tiny_gan_config(pairs, init, tmp_path, steps=3)
     cfg["optim"]["grad_clip"] = clip
-    GANTrainer(cfg, quiet=True).run()
+    gan_engine(cfg, quiet=True).run()
     assert len(norms) == 6  # 3 discriminator and 3 generator steps
     if clip is None:
         assert min(norms) > 1e-2

@@ -17,14 +17,19 @@ import yaml
 from lenssr.cli import main
 from lenssr.errors import ConfigError, LenssrError
 from lenssr.models import load_checkpoint
-from lenssr.pretrain import noise
-from lenssr.pretrain.pretrain import (
-    Pretrainer,
-    load_pretrain_config,
+from lenssr.training import load_task_config, noise
+from lenssr.training.engine import Engine
+from lenssr.training.losses import make_pixel_loss
+from lenssr.training.tasks.denoise import (
+    DenoiseTask,
     self_supervised_loss,
     validate_pretrain_config,
 )
-from lenssr.training.losses import make_pixel_loss
+
+
+def pretrainer(config: dict, **kwargs) -> Engine:
+    """The engine running the denoising task on ``config``."""
+    return Engine("denoise", config, **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -159,7 +164,7 @@ def test_config_rejects_unknown_pretrain_keys_and_fills_defaults(
 
 def test_repo_config_is_valid_and_matches_the_supervised_hybrid():
     root = Path(__file__).resolve().parents[1]
-    cfg = load_pretrain_config(root / "configs" / "pretrain-hybrid.yaml")
+    cfg = load_task_config("denoise", root / "configs" / "pretrain-hybrid.yaml")
     assert cfg["pretrain"]["target"] == "lr"
     assert set(cfg["pretrain"]["noise"]["types"]) == set(noise.NOISE_FUNCTIONS)
     supervised = yaml.safe_load((root / "configs" / "hybrid-tuned.yaml").read_text())["model"]
@@ -172,14 +177,14 @@ def test_repo_config_is_valid_and_matches_the_supervised_hybrid():
 @pytest.fixture(scope="module")
 def pretrained(
     blob_pairs: Path, tmp_path_factory: pytest.TempPathFactory, pretrain_config
-) -> Pretrainer:
+) -> Engine:
     out = tmp_path_factory.mktemp("pretrain-run")
-    runner = Pretrainer(pretrain_config(blob_pairs, out, steps=80), quiet=True)
+    runner = pretrainer(pretrain_config(blob_pairs, out, steps=80), quiet=True)
     runner.result = runner.run()
     return runner
 
 
-def test_tiny_pretraining_lowers_the_denoising_loss(pretrained: Pretrainer):
+def test_tiny_pretraining_lowers_the_denoising_loss(pretrained: Engine):
     hist = pretrained.history
     assert [h["step"] for h in hist] == list(range(10, 81, 10))
     assert hist[-1]["val_loss"] < hist[0]["val_loss"]
@@ -188,7 +193,7 @@ def test_tiny_pretraining_lowers_the_denoising_loss(pretrained: Pretrainer):
     assert all(math.isfinite(v) for v in pretrained.losses)
 
 
-def test_pretrained_checkpoint_is_a_normal_hybrid_checkpoint(pretrained: Pretrainer):
+def test_pretrained_checkpoint_is_a_normal_hybrid_checkpoint(pretrained: Engine):
     path = pretrained.result
     assert path.name == "pretrained.safetensors" and path.with_suffix(".json").is_file()
     model, desc = load_checkpoint(path)
@@ -199,16 +204,14 @@ def test_pretrained_checkpoint_is_a_normal_hybrid_checkpoint(pretrained: Pretrai
 
 
 def test_lenssr_train_init_loads_the_pretrained_weights_strictly(
-    pretrained: Pretrainer, blob_pairs: Path, tmp_path: Path, pretrain_config
+    pretrained: Engine, blob_pairs: Path, tmp_path: Path, pretrain_config
 ):
-    from lenssr.training.trainer import Trainer
-
     cfg = pretrain_config(blob_pairs, tmp_path / "ft", steps=1)
     cfg_path = tmp_path / "ft.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    trainer = Trainer(cfg, init=pretrained.result, quiet=True)
+    trainer = Engine("supervised", cfg, init=pretrained.result, quiet=True)
     trainer.run()
-    assert trainer.init_report == {"loaded": len(trainer.model.state_dict()), "missing": 0,
+    assert trainer.task.init_report == {"loaded": len(trainer.model.state_dict()), "missing": 0,
                                    "unexpected": 0, "shape_mismatch": 0}  # fmt: skip
     # the CLI path, and a clear message when the architecture does not match
     args = ["train", "--config", str(cfg_path), "--init", str(pretrained.result), "-q"]
@@ -218,14 +221,14 @@ def test_lenssr_train_init_loads_the_pretrained_weights_strictly(
     assert (tmp_path / "cli" / "best.safetensors").is_file()
     wider = {**cfg, "model": {**cfg["model"], "num_feat": 12}}
     with pytest.raises(ConfigError, match="does not match model 'hybrid'"):
-        Trainer(wider, init=pretrained.result, out=tmp_path / "x", quiet=True).run()
+        Engine("supervised", wider, init=pretrained.result, out=tmp_path / "x", quiet=True).run()
 
 
 def test_hr_target_pretraining_runs_on_pairs(blob_pairs: Path, tmp_path: Path, pretrain_config):
     cfg = pretrain_config(blob_pairs, tmp_path, steps=4, pretrain={"target": "hr"})
-    runner = Pretrainer(cfg, quiet=True)
+    runner = pretrainer(cfg, quiet=True)
     runner.run()
-    assert runner.levels == 1 and len(runner.history) == 1
+    assert runner.task.levels == 1 and len(runner.history) == 1
     _, desc = load_checkpoint(tmp_path / "pretrained.safetensors")
     assert desc["training"]["data"]["target"] == "hr"
 
@@ -233,19 +236,19 @@ def test_hr_target_pretraining_runs_on_pairs(blob_pairs: Path, tmp_path: Path, p
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     blob_pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pretrain_config
 ):
-    runner = Pretrainer(pretrain_config(blob_pairs, tmp_path, steps=20), quiet=True)
+    runner = pretrainer(pretrain_config(blob_pairs, tmp_path, steps=20), quiet=True)
     runner.cfg["val"]["every_steps"] = 3
-    original = Pretrainer.loss
+    original = DenoiseTask.loss
     saved: dict[str, str] = {}
 
     def poisoned(self, model, batch, generator):
         loss = original(self, model, batch, generator)
-        if model is self.model and self.step == 7:
+        if model is self.model and self.engine.step == 7:
             saved["hash"] = hashlib.sha256((tmp_path / "last.safetensors").read_bytes()).hexdigest()
             return loss * float("nan")
         return loss
 
-    monkeypatch.setattr(Pretrainer, "loss", poisoned)
+    monkeypatch.setattr(DenoiseTask, "loss", poisoned)
     with pytest.raises(LenssrError) as info:
         runner.run()
     message = str(info.value)
@@ -288,18 +291,18 @@ def _files_equal(a: Path, b: Path, stems: tuple[str, ...]) -> None:
 def test_resume_continues_pretraining_exactly(blob_pairs: Path, tmp_path: Path, pretrain_config):
     sections = {"schedule": {"total_steps": 12}, "val": {"every_steps": 3}}
     full = pretrain_config(blob_pairs, tmp_path / "full", steps=12, **sections)
-    Pretrainer(full, quiet=True).run()
+    pretrainer(full, quiet=True).run()
     part = pretrain_config(blob_pairs, tmp_path / "part", steps=6, **sections)
-    Pretrainer(part, quiet=True).run()
+    pretrainer(part, quiet=True).run()
     with pytest.raises(ConfigError, match="--resume"):
-        Pretrainer({**part, "budget": {"steps": 12}}, quiet=True).run()
-    resumed = Pretrainer({**part, "budget": {"steps": 12}}, quiet=True, resume=True)
+        pretrainer({**part, "budget": {"steps": 12}}, quiet=True).run()
+    resumed = pretrainer({**part, "budget": {"steps": 12}}, quiet=True, resume=True)
     resumed.run()
     assert len(resumed.losses) == 6 and resumed.step == 12  # only the missing steps ran
     _files_equal(tmp_path / "full", tmp_path / "part", ("last", "pretrained"))
     assert [h["step"] for h in resumed.history] == [3, 6, 9, 12]
     with pytest.raises(ConfigError, match="nothing to resume"):
-        Pretrainer(pretrain_config(blob_pairs, tmp_path / "none"), quiet=True, resume=True).run()
+        pretrainer(pretrain_config(blob_pairs, tmp_path / "none"), quiet=True, resume=True).run()
 
 
 def test_on_validation_sees_every_validation_and_can_end_the_run(
@@ -313,7 +316,7 @@ def test_on_validation_sees_every_validation_and_can_end_the_run(
             raise KeyboardInterrupt("stop here")
 
     cfg = pretrain_config(blob_pairs, tmp_path, steps=20, val={"every_steps": 3})
-    runner = Pretrainer(cfg, quiet=True, on_validation=hook)
+    runner = pretrainer(cfg, quiet=True, on_validation=hook)
     with pytest.raises(KeyboardInterrupt, match="stop here"):
         runner.run()
     assert [s for s, _ in seen] == [3, 6] and runner.step == 6
@@ -327,7 +330,7 @@ def test_grad_clip_bounds_the_gradient_norm_of_every_step(
 ):
     norms = grad_norms
     cfg = pretrain_config(blob_pairs, tmp_path, steps=4, optim={"grad_clip": clip})
-    Pretrainer(cfg, quiet=True).run()
+    pretrainer(cfg, quiet=True).run()
     assert len(norms) == 4
     if clip is None:
         assert min(norms) > 1e-2  # the unclipped norms the clip below must act on

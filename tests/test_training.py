@@ -15,7 +15,7 @@ from lenssr.models import create_model
 from lenssr.training import DEFAULTS, load_config
 from lenssr.training.losses import SRLoss, downsample_to, pyramid_loss, ssim_torch
 from lenssr.training.optim import EMA, lr_factor
-from lenssr.training.trainer import load_init_weights
+from lenssr.training.tasks.supervised import load_init_weights
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

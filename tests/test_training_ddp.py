@@ -13,12 +13,12 @@ import pytest
 WORKER = """
 import hashlib, json, os, sys
 import torch
-from lenssr.training.trainer import Trainer
+from lenssr.training.engine import Engine
 
 cfg = json.loads(open(sys.argv[1]).read())
 rank = int(os.environ["RANK"])
 # a per-rank output folder: a rank other than 0 that wrote anything would leave files in its own
-trainer = Trainer(cfg, out=os.path.join(sys.argv[2], f"out{rank}"), quiet=True)
+trainer = Engine("supervised", cfg, out=os.path.join(sys.argv[2], f"out{rank}"), quiet=True)
 trainer.run()
 h = hashlib.sha256()
 for k, v in sorted(trainer.model.state_dict().items()):

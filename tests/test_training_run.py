@@ -16,7 +16,7 @@ from lenssr.cli import main
 from lenssr.errors import ConfigError
 from lenssr.models import create_model, load_checkpoint, save_checkpoint
 from lenssr.training import train
-from lenssr.training.trainer import Trainer
+from lenssr.training.engine import Engine
 
 
 def test_tiny_hybrid_pyramid_run_lowers_loss_and_writes_checkpoints(
@@ -26,7 +26,7 @@ def test_tiny_hybrid_pyramid_run_lowers_loss_and_writes_checkpoints(
     cfg = train_config(
         blob_pairs, out, steps=20, model=tiny_hybrid, loss={"type": "mse_ssim", "pyramid": True}
     )
-    trainer = Trainer(cfg, quiet=True)
+    trainer = Engine("supervised", cfg, quiet=True)
     best = trainer.run()
     assert best == out / "best.safetensors" and best.exists()
     losses = trainer.losses
@@ -53,11 +53,11 @@ def test_tiny_hybrid_pyramid_run_lowers_loss_and_writes_checkpoints(
     if trainer.history[-1]["val_psnr"] >= trainer.history[0]["val_psnr"]:
         assert any(not torch.equal(ema[k], raw[k]) for k in raw)
     state = torch.load(out / "last.state.pt", weights_only=False)
-    assert state["step"] == 20 and state["optimizer"]["state"]
+    assert state["step"] == 20 and state["optimizers"]["model"]["state"]
     assert yaml.safe_load((out / "config.yaml").read_text())["model"]["name"] == "hybrid"
     # the loaded best model reproduces the validation PSNR the trainer reported
     model, _ = load_checkpoint(best)
-    trainer_best_psnr = trainer.best_psnr
+    trainer_best_psnr = trainer.best
     trainer.ema.module.load_state_dict(model.state_dict())
     assert trainer.validate()["val_psnr"] == pytest.approx(trainer_best_psnr, abs=1e-4)
     with pytest.raises(ConfigError, match="already holds a training run"):
@@ -72,7 +72,7 @@ def test_resume_continues_exactly(blob_pairs: Path, tmp_path: Path, train_config
     part = train_config(blob_pairs, tmp_path / "part", steps=6, schedule=sched, val=val)
     train(part, quiet=True)
     assert json.loads((tmp_path / "part/last.json").read_text())["training"]["step"] == 6
-    resumed = Trainer({**part, "budget": {"steps": 12}}, resume=True, quiet=True)
+    resumed = Engine("supervised", {**part, "budget": {"steps": 12}}, resume=True, quiet=True)
     resumed.run()
     assert len(resumed.losses) == 6  # only the missing steps were run
     for stem in ("last", "best"):
@@ -97,9 +97,9 @@ def test_init_loads_pretrained_weights_and_reports_mismatch(
     cfg = train_config(
         blob_pairs, tmp_path / "run", steps=1, model=tiny_hybrid, ema={"decay": None}
     )
-    trainer = Trainer(cfg, init=pre, quiet=True)
+    trainer = Engine("supervised", cfg, init=pre, quiet=True)
     trainer.run()
-    assert trainer.init_report == {
+    assert trainer.task.init_report == {
         "loaded": len(load_file(pre)),
         "missing": 0,
         "unexpected": 0,
@@ -114,9 +114,9 @@ def test_init_loads_pretrained_weights_and_reports_mismatch(
     with pytest.raises(ConfigError, match="shape mismatches.*init_strict: false"):
         train(bad, init=pre, quiet=True)
     loose = train_config(blob_pairs, tmp_path / "loose", steps=1, model=other, init_strict=False)
-    trainer = Trainer(loose, init=pre, quiet=True)
+    trainer = Engine("supervised", loose, init=pre, quiet=True)
     trainer.run()
-    assert trainer.init_report["shape_mismatch"] > 0 and trainer.init_report["loaded"] > 0
+    assert trainer.task.init_report["shape_mismatch"] > 0 and trainer.task.init_report["loaded"] > 0
 
 
 def test_cli_trains_from_yaml_with_overrides(
@@ -144,9 +144,32 @@ def test_minutes_budget_stops_on_time(blob_pairs: Path, tmp_path: Path, train_co
     cfg = train_config(blob_pairs, tmp_path / "run", steps=20)
     cfg["budget"] = {"steps": 10_000, "minutes": 0.5 / 60}
     cfg["schedule"] = {"warmup_steps": 0}
-    trainer = Trainer(cfg, quiet=True)
+    trainer = Engine("supervised", cfg, quiet=True)
     trainer.run()
     assert 1 <= trainer.step < 10_000
-    assert trainer._elapsed() >= 0.5
+    assert trainer.elapsed() >= 0.5
     desc = json.loads((tmp_path / "run/last.json").read_text())
     assert desc["training"]["step"] == trainer.step
+
+
+@pytest.mark.parametrize("clip", [None, 1e-3])
+def test_grad_clip_bounds_the_gradient_norm_of_every_step(
+    blob_pairs: Path, tmp_path: Path, train_config, grad_norms: list[float], clip
+) -> None:
+    cfg = train_config(blob_pairs, tmp_path / "run", steps=3, optim={"grad_clip": clip})
+    Engine("supervised", cfg, quiet=True).run()
+    assert len(grad_norms) == 3
+    if clip is None:
+        assert min(grad_norms) > 1e-2  # the unclipped norms the clip below must act on
+    else:
+        assert max(grad_norms) <= clip * (1 + 1e-4)
+
+
+def test_grad_clip_changes_the_update(blob_pairs: Path, tmp_path: Path, train_config) -> None:
+    weights = {}
+    for clip in (None, 1e-6):
+        out = tmp_path / str(clip)
+        cfg = train_config(blob_pairs, out, steps=2, optim={"grad_clip": clip})
+        Engine("supervised", cfg, quiet=True).run()
+        weights[clip] = load_file(out / "last.safetensors")
+    assert any(not torch.equal(weights[None][k], weights[1e-6][k]) for k in weights[None])

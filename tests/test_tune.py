@@ -23,7 +23,7 @@ import yaml
 
 from lenssr.errors import ConfigError
 from lenssr.training import load_config, train
-from lenssr.training.trainer import StopTraining, Trainer
+from lenssr.training.engine import Engine, StopTraining
 from lenssr.tune.space import SearchSpace, flatten
 from lenssr.tune.study import (
     PRETRAIN_METRIC,
@@ -193,7 +193,7 @@ def test_trainer_on_validation_hook_and_stop(tmp_path: Path, data: Path) -> None
 
     cfg = base_config(data, tmp_path)
     cfg["budget"]["steps"] = 4
-    trainer = Trainer(cfg, out=tmp_path / "a", quiet=True, on_validation=record)
+    trainer = Engine("supervised", cfg, out=tmp_path / "a", quiet=True, on_validation=record)
     trainer.run()
     assert [s for s, _ in calls] == [2, 4]
     assert [v for _, v in calls] == [h["val_psnr"] for h in trainer.history]
@@ -201,7 +201,7 @@ def test_trainer_on_validation_hook_and_stop(tmp_path: Path, data: Path) -> None
     def stop(step: int, metrics: dict) -> None:
         raise StopTraining("enough")
 
-    trainer = Trainer(cfg, out=tmp_path / "b", quiet=True, on_validation=stop)
+    trainer = Engine("supervised", cfg, out=tmp_path / "b", quiet=True, on_validation=stop)
     with pytest.raises(StopTraining, match="enough"):
         trainer.run()
     assert trainer.step == 2

@@ -41,10 +41,8 @@ def _root(
 
 def _register_all() -> None:
     from lenssr.evaluation import commands as evaluation_commands
-    from lenssr.gan import commands as gan_commands
     from lenssr.inference import commands as inference_commands
     from lenssr.models import commands as models_commands
-    from lenssr.pretrain import commands as pretrain_commands
     from lenssr.science import commands as science_commands
     from lenssr.simulation import commands as simulation_commands
     from lenssr.site import commands as site_commands
@@ -58,8 +56,6 @@ def _register_all() -> None:
         evaluation_commands,
         inference_commands,
         models_commands,
-        pretrain_commands,
-        gan_commands,
         tune_commands,
         science_commands,
         web_commands,

@@ -35,6 +35,8 @@ from lenssr.errors import ConfigError, LenssrError
 from lenssr.tune.space import ConstraintViolation, SearchSpace, apply_values, flatten
 
 STAGES = ("supervised", "pretrain", "gan")
+#: The training task (:data:`lenssr.training.engine.TASKS`) each stage runs.
+STAGE_TASKS = {"supervised": "supervised", "pretrain": "denoise", "gan": "gan"}
 #: What a pretraining validation reports to the pruner (lower is better).
 PRETRAIN_METRIC = "pretrain_val_loss"
 _TOP_KEYS = {
@@ -115,17 +117,9 @@ def flatten_leaves(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def validate_stage_config(stage: str, config: dict[str, Any]) -> dict[str, Any]:
     """Validate a training config with the stage's own validator; returns the full config."""
-    if stage == "pretrain":
-        from lenssr.pretrain.pretrain import validate_pretrain_config
+    from lenssr.training.engine import TASKS
 
-        return validate_pretrain_config(config)
-    if stage == "gan":
-        from lenssr.gan.trainer import validate_gan_config
-
-        return validate_gan_config(config)
-    from lenssr.training.config import validate_config
-
-    return validate_config(config)
+    return TASKS.get(STAGE_TASKS[stage]).validate_config(config)
 
 
 def load_tune_config(path: str | Path) -> TuneConfig:
@@ -274,17 +268,18 @@ def run_trial(
         if report is not None:
             report(offset + step, metrics)
 
+    from lenssr.training import train
+    from lenssr.training.engine import Engine
+
     if tune.stage == "pretrain":
-        from lenssr.pretrain.pretrain import Pretrainer
-        from lenssr.training import train
 
         def on_pretrain_validation(step: int, metrics: dict[str, float]) -> None:
             if report is not None:
                 report(step, {PRETRAIN_METRIC: metrics["val_loss"]})
 
         pre_cfg = validate_stage_config("pretrain", cfg)
-        runner = Pretrainer(
-            pre_cfg, out=out / "pretrain", device=device, quiet=True,
+        runner = Engine(
+            "denoise", pre_cfg, out=out / "pretrain", device=device, quiet=True,
             on_validation=on_pretrain_validation,
         )  # fmt: skip
         weights = runner.run()
@@ -296,13 +291,9 @@ def run_trial(
         full = validate_stage_config("supervised", sup)
         train(full, init=weights, device=device, quiet=True, on_validation=on_validation)
     elif tune.stage == "gan":
-        from lenssr.gan.trainer import train_gan
-
         full = validate_stage_config("gan", cfg)
-        train_gan(full, device=device, quiet=True, on_validation=on_validation)
+        Engine("gan", full, device=device, quiet=True, on_validation=on_validation).run()
     else:
-        from lenssr.training import train
-
         full = validate_stage_config("supervised", cfg)
         train(full, device=device, quiet=True, on_validation=on_validation)
     values = [h[tune.metric] for h in history if tune.metric in h]

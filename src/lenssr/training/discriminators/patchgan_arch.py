@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from lenssr.errors import LenssrError
-from lenssr.gan.discriminators.registry import register_discriminator
+from lenssr.training.discriminators import DISCRIMINATORS
 
 
-@register_discriminator("patchgan")
+@DISCRIMINATORS.register("patchgan")
 class PatchGANDiscriminator(nn.Module):
     """``(B, in_channels, H, W) -> (B, 1, h', w')`` per-patch logits (no sigmoid).
 

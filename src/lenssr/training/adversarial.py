@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lenssr.errors import ConfigError
+from lenssr.registry import Registry
 
-ADVERSARIAL_TYPES = ("vanilla", "relativistic", "wgan-gp")
+#: Adversarial formulations by name (``gan.adversarial``).
+ADVERSARIAL = Registry("adversarial loss")
 
 
 def critic_scores(logits: Tensor) -> Tensor:
@@ -53,19 +55,26 @@ def gradient_penalty(
 
 
 class AdversarialLoss:
-    """Discriminator and generator losses of one adversarial formulation.
+    """Discriminator and generator losses of one adversarial formulation (the base class of
+    the registered ones; ``AdversarialLoss(kind, gp_weight)`` builds the one named ``kind``).
 
     Args:
-        kind: ``vanilla``, ``relativistic`` or ``wgan-gp``.
+        kind: ``vanilla``, ``relativistic`` or ``wgan-gp`` (see :data:`ADVERSARIAL`).
         gp_weight: weight of the gradient penalty (``wgan-gp`` only).
     """
 
+    kind = ""
+
+    def __new__(cls, kind: str = "vanilla", gp_weight: float = 10.0) -> AdversarialLoss:
+        if cls is AdversarialLoss:
+            if kind not in ADVERSARIAL:
+                raise ConfigError(
+                    f"gan.adversarial {kind!r} unknown (use {', '.join(ADVERSARIAL.names())})"
+                )
+            cls = ADVERSARIAL.get(kind)
+        return super().__new__(cls)
+
     def __init__(self, kind: str = "vanilla", gp_weight: float = 10.0) -> None:
-        if kind not in ADVERSARIAL_TYPES:
-            raise ConfigError(
-                f"gan.adversarial {kind!r} unknown (use {', '.join(ADVERSARIAL_TYPES)})"
-            )
-        self.kind = kind
         self.gp_weight = float(gp_weight)
 
     @staticmethod
@@ -83,25 +92,57 @@ class AdversarialLoss:
         fake = fake.detach()
         d_real, d_fake = disc(real).float(), disc(fake).float()
         logs = {"d_real": float(d_real.detach().mean()), "d_fake": float(d_fake.detach().mean())}
-        if self.kind == "vanilla":
-            loss = self._bce(d_real, 1.0) + self._bce(d_fake, 0.0)
-        elif self.kind == "relativistic":
-            loss = self._bce(d_real - d_fake.mean(0, keepdim=True), 1.0)
-            loss = loss + self._bce(d_fake - d_real.mean(0, keepdim=True), 0.0)
-        else:
-            wdist = critic_scores(d_real).mean() - critic_scores(d_fake).mean()
-            gp = gradient_penalty(disc, real, fake, generator)
-            logs.update(wasserstein=float(wdist.detach()), gp=float(gp.detach()))
-            loss = -wdist + self.gp_weight * gp
-        return loss, logs
+        return self._d_loss(disc, real, fake, d_real, d_fake, generator, logs), logs
+
+    def _d_loss(self, disc, real, fake, d_real, d_fake, generator, logs) -> Tensor:  # noqa: ANN001
+        raise NotImplementedError
 
     def generator_loss(self, disc: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
         """G's adversarial loss for a fake batch (``real`` is used by ``relativistic``)."""
+        raise NotImplementedError
+
+
+@ADVERSARIAL.register("vanilla")
+class VanillaLoss(AdversarialLoss):
+    """D: ``BCE(D(x), 1) + BCE(D(G(z)), 0)``; G: ``BCE(D(G(z)), 1)``."""
+
+    kind = "vanilla"
+
+    def _d_loss(self, disc, real, fake, d_real, d_fake, generator, logs) -> Tensor:  # noqa: ANN001
+        return self._bce(d_real, 1.0) + self._bce(d_fake, 0.0)
+
+    def generator_loss(self, disc: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+        return self._bce(disc(fake).float(), 1.0)
+
+
+@ADVERSARIAL.register("relativistic")
+class RelativisticLoss(AdversarialLoss):
+    """Relativistic average GAN (ESRGAN): each side judged against the other's batch mean."""
+
+    kind = "relativistic"
+
+    def _d_loss(self, disc, real, fake, d_real, d_fake, generator, logs) -> Tensor:  # noqa: ANN001
+        loss = self._bce(d_real - d_fake.mean(0, keepdim=True), 1.0)
+        return loss + self._bce(d_fake - d_real.mean(0, keepdim=True), 0.0)
+
+    def generator_loss(self, disc: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
         d_fake = disc(fake).float()
-        if self.kind == "vanilla":
-            return self._bce(d_fake, 1.0)
-        if self.kind == "relativistic":
-            d_real = disc(real).float().detach()
-            loss = self._bce(d_real - d_fake.mean(0, keepdim=True), 0.0)
-            return loss + self._bce(d_fake - d_real.mean(0, keepdim=True), 1.0)
-        return -critic_scores(d_fake).mean()
+        d_real = disc(real).float().detach()
+        loss = self._bce(d_real - d_fake.mean(0, keepdim=True), 0.0)
+        return loss + self._bce(d_fake - d_real.mean(0, keepdim=True), 1.0)
+
+
+@ADVERSARIAL.register("wgan-gp")
+class WGANGPLoss(AdversarialLoss):
+    """Wasserstein critic with gradient penalty (Gulrajani et al. 2017)."""
+
+    kind = "wgan-gp"
+
+    def _d_loss(self, disc, real, fake, d_real, d_fake, generator, logs) -> Tensor:  # noqa: ANN001
+        wdist = critic_scores(d_real).mean() - critic_scores(d_fake).mean()
+        gp = gradient_penalty(disc, real, fake, generator)
+        logs.update(wasserstein=float(wdist.detach()), gp=float(gp.detach()))
+        return -wdist + self.gp_weight * gp
+
+    def generator_loss(self, disc: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+        return -critic_scores(disc(fake).float()).mean()
