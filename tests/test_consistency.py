@@ -58,3 +58,28 @@ def test_chi2_of_the_truth_is_one_and_refine_reaches_the_noise_level() -> None:
     )
     same, chi = refine(lr, hr, 2, sb, noise, target=2.0)  # already consistent: unchanged
     np.testing.assert_allclose(same, hr.astype(np.float32))
+
+
+def test_reobserve_takes_one_blur_per_image() -> None:
+    rng = np.random.default_rng(2)
+    hr = torch.as_tensor(rng.random((3, 1, 30, 30)))
+    sigmas = [0.0, 0.8, 2.5]
+    both = reobserve(hr, 2, torch.tensor(sigmas))
+    for i, s in enumerate(sigmas):
+        np.testing.assert_allclose(both[i], reobserve(hr[i : i + 1], 2, s)[0], atol=1e-12)
+    assert torch.equal(reobserve(hr[:1], 2, 0.0), torch.nn.functional.avg_pool2d(hr[:1], 2))
+
+
+def test_chi2_loss_is_differentiable_and_about_one_for_the_truth() -> None:
+    from lenssr.inference.consistency import chi2_loss
+
+    rng = np.random.default_rng(3)
+    hr = torch.as_tensor(rng.random((2, 1, 32, 32)), dtype=torch.float32)
+    sig = torch.tensor([0.9, 1.6])
+    noise = torch.full((2, 1, 16, 16), 0.05)
+    lr = reobserve(hr, 2, sig) + noise * torch.randn(2, 1, 16, 16)
+    assert abs(float(chi2_loss(hr, lr, noise, 2, sig)) - 1.0) < 0.2
+    sr = (0.5 * hr).requires_grad_(True)
+    loss = chi2_loss(sr, lr, noise, 2, sig)
+    loss.backward()
+    assert loss.item() > 10.0 and sr.grad is not None and float(sr.grad.abs().sum()) > 0

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["blur_sigma", "noise_model_sigma", "reduced_chi2", "refine", "reobserve"]
+__all__ = ["blur_sigma", "chi2_loss", "noise_model_sigma", "reduced_chi2", "refine", "reobserve"]
 
 _FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -47,11 +47,14 @@ def blur_sigma(lr_fwhm_pix: float, scale: int, hr_fwhm_pix: float) -> float:
     return math.sqrt(max(lr_sigma**2 - hr_sigma**2, 0.0))
 
 
-def _kernel(sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    radius = int(5.0 * sigma + 0.5)  # scipy.ndimage.gaussian_filter's truncate=5.0
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return (k / k.sum()).to(dtype=dtype, device=device)
+def _kernels(sigmas: Tensor, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``(B, 2R + 1)`` unit-sum Gaussians, each truncated at its own ``5 sigma`` (scipy.ndimage's
+    ``truncate=5.0``) and zero beyond, ``R`` the widest radius."""
+    radii = (5.0 * sigmas + 0.5).floor()
+    r = int(radii.max())
+    x = torch.arange(-r, r + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (x[None] / sigmas[:, None]) ** 2) * (x[None].abs() <= radii[:, None])
+    return (k / k.sum(dim=1, keepdim=True)).to(dtype=dtype, device=device)
 
 
 def _symmetric_pad(x: Tensor, pad: int, dim: int) -> Tensor:
@@ -75,19 +78,26 @@ def _symmetric_pad(x: Tensor, pad: int, dim: int) -> Tensor:
     return torch.cat(parts, dim=dim)
 
 
-def reobserve(hr: Tensor, scale: int, sigma: float) -> Tensor:
+def reobserve(hr: Tensor, scale: int, sigma: float | Tensor) -> Tensor:
     """The noiseless LR observation ``A(hr)`` of ``(B, 1, H, W)`` HR images.
 
-    ``sigma`` is :func:`blur_sigma` [HR pixels]; ``H`` and ``W`` beyond a multiple of ``scale``
-    are cropped at the end, as :func:`lenssr.simulation.degrade.degrade_array` does.
+    ``sigma`` is :func:`blur_sigma` [HR pixels], one number or one per image (``(B,)``, e.g. the
+    instruments of a training batch); ``H`` and ``W`` beyond a multiple of ``scale`` are cropped
+    at the end, as :func:`lenssr.simulation.degrade.degrade_array` does.
     """
     h, w = (hr.shape[-2] // scale) * scale, (hr.shape[-1] // scale) * scale
     x = hr[..., :h, :w]
-    if sigma > 0:
-        k = _kernel(sigma, x.dtype, x.device)
-        r = (k.numel() - 1) // 2
-        x = F.conv2d(_symmetric_pad(x, r, -1), k.view(1, 1, 1, -1))
-        x = F.conv2d(_symmetric_pad(x, r, -2), k.view(1, 1, -1, 1))
+    b = x.shape[0]
+    sig = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1).expand(b).clone()
+    blurred = sig > 0
+    if bool(blurred.any()):
+        k = _kernels(sig.clamp_min(1e-6), x.dtype, x.device)
+        r = (k.shape[1] - 1) // 2
+        k = torch.where(blurred[:, None].to(x.device), k, (torch.arange(2 * r + 1) == r).to(k))
+        y = _symmetric_pad(x.reshape(1, b, h, w), r, -1)
+        y = F.conv2d(y, k.view(b, 1, 1, -1), groups=b)
+        y = F.conv2d(_symmetric_pad(y, r, -2), k.view(b, 1, -1, 1), groups=b)
+        x = y.reshape(b, 1, h, w)
     return F.avg_pool2d(x, scale) if scale > 1 else x
 
 
@@ -99,6 +109,17 @@ def noise_model_sigma(
     and ``sky_e`` sky electrons per pixel (as :func:`lenssr.simulation.instrument.add_noise`)."""
     var_e = np.clip(model_lr, 0.0, None) * to_e + sky_e + read_noise**2
     return (np.sqrt(var_e) / to_e).astype(np.float32)
+
+
+def chi2_loss(sr: Tensor, lr: Tensor, noise: Tensor, scale: int, sigma: float | Tensor) -> Tensor:
+    """Training loss of data consistency: the batch mean of ``((lr - A(sr)) / noise)^2``.
+
+    ``sr`` ``(B, 1, H, W)`` and ``lr`` ``(B, 1, h, w)`` in the same (normalised) units, ``noise``
+    the per-pixel LR noise sigma in those units (broadcastable to ``lr``), ``sigma`` the blur
+    [HR pixels] of each image. The true HR image scores about 1: the loss keeps the output on
+    the data, and cannot gain by fitting the noise without leaving the HR target.
+    """
+    return (((lr - reobserve(sr, scale, sigma)) / noise) ** 2).mean()
 
 
 def _as_batch(a: np.ndarray | Tensor) -> Tensor:
