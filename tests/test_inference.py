@@ -33,7 +33,8 @@ class TinyConvSR(nn.Module):
         self.c3 = nn.Conv2d(feat, 1, 3, padding=1)
         self.max_input = (0, 0, 0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scale: int | None = None) -> torch.Tensor:
+        assert scale in (None, 2), scale
         b, _, h, w = x.shape
         self.max_input = tuple(max(a, c) for a, c in zip(self.max_input, (b, h, w), strict=True))
         y = self.c3(F.pixel_shuffle(self.c2(torch.relu(self.c1(x))), 2))
@@ -45,9 +46,9 @@ class NeedsMultiple(TinyConvSR):
 
     size_multiple = 8
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scale: int | None = None) -> torch.Tensor:
         assert x.shape[-1] % 8 == 0 and x.shape[-2] % 8 == 0, x.shape
-        return super().forward(x)
+        return super().forward(x, scale)
 
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

@@ -186,3 +186,20 @@ def test_models_command_lists_architectures_with_params(tiny_configs: dict[str, 
         assert name in result.output
     assert "1,367,553" in result.output  # edsr baseline
     assert "x2,x4" in result.output
+
+
+@pytest.mark.parametrize("name", ["srcnn", "edsr", "esrgan", "lapsrn", "hybrid"])
+def test_every_architecture_takes_scale_and_checks_it_in_one_place(
+    name: str, tiny_configs: dict[str, dict]
+) -> None:
+    from lenssr.models.scales import check_scale
+
+    model = create_model(name, **tiny_configs[name]).eval()
+    x = torch.rand(1, 1, 6, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, scale=None), model(x, scale=model.scale))
+    assert check_scale(model, None) == model.scale
+    with pytest.raises(LenssrError, match=rf"{name}: scale 3 not supported; this model serves"):
+        model(x, scale=3)
+    with pytest.raises(LenssrError, match="scale 3 not supported"):
+        check_scale(model, 3)

@@ -42,6 +42,7 @@ from lenssr.evaluation.spectrum import (
     radial_power_spectrum,
     ratio_from_power,
 )
+from lenssr.models.scales import check_scale
 
 IMAGE_METRICS = ("mse", "psnr", "ssim", "flux_error", "flux_residual")
 BASELINE = "bicubic"
@@ -558,9 +559,13 @@ def _flux(sr: np.ndarray, lr: np.ndarray, preset: Any, degrade) -> dict[str, Any
 
 
 def _check_scale(model: Upscaler, name: str, scale: int) -> None:
-    scales = getattr(model, "scales", None)
-    if scales is not None and scale not in tuple(scales):
-        raise LenssrError(f"model {name} supports scales {tuple(scales)}, but the data is x{scale}")
+    """The data's scale must be one ``model`` serves (stand-ins without ``scales`` pass)."""
+    if getattr(model, "scales", None) is None:
+        return
+    try:
+        check_scale(model, scale)
+    except LenssrError as exc:
+        raise LenssrError(f"model {name}: {exc}, but the data is x{scale}") from None
 
 
 def asinh_stretch(

@@ -11,7 +11,6 @@ Example (a notebook)::
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +67,6 @@ class SRModel(Upscaler):
         super().__init__(name or str(descriptor.get("arch", "model")), descriptor)
         self.device = resolve_device(device)
         self.module = module.to(self.device).eval()
-        try:
-            params = inspect.signature(module.forward).parameters
-        except (TypeError, ValueError):  # pragma: no cover - exotic modules
-            params = {}
-        self._takes_scale = "scale" in params
 
     @torch.inference_mode()
     def _forward(
@@ -82,12 +76,8 @@ class SRModel(Upscaler):
         kw = {} if cond is None else {"cond": torch.from_numpy(cond).to(self.device)}
         if sigma:
             y = self.module.forward_with_sigma(t, scale=scale, **kw)
-        elif self._takes_scale:
+        else:
             y = self.module(t, scale=scale, **kw)
-        elif scale == self.scale:
-            y = self.module(t, **kw)
-        else:  # pragma: no cover - check_scale rejects this before
-            raise LenssrError(f"model {self.name!r} serves only scale {self.scale}")
         return y.float().cpu().numpy()
 
 

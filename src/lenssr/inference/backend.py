@@ -301,11 +301,7 @@ class HalfSRModel(SRModel):
             return super()._forward(x, scale, cond=cond, sigma=True)
         t = torch.from_numpy(x).to(self.device).half()
         kw = {} if cond is None else {"cond": torch.from_numpy(cond).to(self.device).half()}
-        if self._takes_scale:
-            y = self.half_module(t, scale=scale, **kw)
-        else:
-            y = self.half_module(t, **kw)
-        return y.float().cpu().numpy()
+        return self.half_module(t, scale=scale, **kw).float().cpu().numpy()
 
 
 def half_parity(sr: SRModel, half: SRModel, seed: int = 0) -> float:

@@ -18,6 +18,7 @@ from lenssr.data.augment import dihedral, inverse_dihedral
 from lenssr.data.normalize import Normalization
 from lenssr.errors import LenssrError
 from lenssr.inference.tiling import AUTO_TILE, AUTO_TILE_PIXELS, run_tiled
+from lenssr.models.scales import check_scale
 
 #: Most LR pixels per network call when tiling (bounds peak memory whatever ``batch_size``).
 MAX_TILE_PIXELS = 512 * 512
@@ -87,14 +88,9 @@ class Upscaler(ABC):
         (sigma-head models)."""
 
     def check_scale(self, scale: int | None) -> int:
-        """The scale to use: ``scale`` if the model serves it, the default when ``None``."""
-        if scale is None:
-            return self.scale
-        if int(scale) not in self.scales:
-            raise LenssrError(
-                f"model {self.name!r} does not serve scale {scale}; it serves {list(self.scales)}"
-            )
-        return int(scale)
+        """The scale to use: ``scale`` if the model serves it, the default when ``None``
+        (:func:`lenssr.models.scales.check_scale`)."""
+        return check_scale(self, scale)
 
     def _run_padded(
         self, x: np.ndarray, scale: int, cond: np.ndarray | None = None, sigma: bool = False

@@ -32,19 +32,16 @@ ONNX_MIN_SIDE = 4
 
 
 class _FixedScale(nn.Module):
-    """``forward(x) = module(x, scale=scale)`` (or ``module(x)``): one graph per scale."""
+    """``forward(x) = module(x, scale=scale)``: one graph per scale."""
 
-    def __init__(self, module: nn.Module, scale: int, takes_scale: bool) -> None:
+    def __init__(self, module: nn.Module, scale: int) -> None:
         super().__init__()
         self.module = module
         self.scale = scale
-        self.takes_scale = takes_scale
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         kw = {} if cond is None else {"cond": cond}
-        if self.takes_scale:
-            return self.module(x, scale=self.scale, **kw)
-        return self.module(x, **kw)
+        return self.module(x, scale=self.scale, **kw)
 
 
 def _example_size(multiple: int) -> tuple[int, int]:
@@ -80,7 +77,7 @@ def export_onnx(
     out.parent.mkdir(parents=True, exist_ok=True)
     module = sr.module
     device = next(iter(module.parameters()), torch.empty(0)).device
-    wrapper = _FixedScale(module, s, sr._takes_scale).eval()
+    wrapper = _FixedScale(module, s).eval()
     h, w = _example_size(sr.size_multiple)
     dummy = torch.rand(2, 1, h, w, device=device)
     axes = {0: "batch", 2: "height", 3: "width"}

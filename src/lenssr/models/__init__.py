@@ -2,10 +2,11 @@
 
 Public API: ``create_model(name, **config)``, ``register_model(name)``, ``list_models()``,
 ``save_checkpoint(path, model, extra)``, ``load_checkpoint(path, map_location)``,
-``shipped_models()``, ``weights_dir()``. Every model maps ``(B, 1, h, w)`` to
-``(B, 1, scale*h, scale*w)`` in normalised units and has ``scale`` and ``scales`` attributes;
-pyramid models (``lapsrn``, ``hybrid``) also take ``forward(x, scale=s)`` and have
-``forward_pyramid(x) -> [x2, x4, ...]``.
+``shipped_models()``, ``weights_dir()``, ``check_scale(model, scale)``. Every model's
+``forward(x, scale=None)`` maps ``(B, 1, h, w)`` to ``(B, 1, s*h, s*w)`` in normalised units
+for ``s`` in its ``scales`` (``scale``, the default, when None); :func:`check_scale` is the one
+check of a requested scale. Pyramid models (``lapsrn``, ``hybrid``) serve several scales and
+have ``forward_pyramid(x) -> [x2, x4, ...]``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 # Exports load on first use, so `import lenssr.models` (and `lenssr --help`) does not import
 # torch; the registry imports the built-in architecture files when it is first asked.
 _WHERE = {
+    "check_scale": "lenssr.models.scales",
     "count_parameters": "lenssr.models.arch_util",
     "load_checkpoint": "lenssr.models.checkpoint",
     "model_descriptor": "lenssr.models.checkpoint",

@@ -13,6 +13,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from lenssr.errors import LenssrError
+from lenssr.models.scales import check_scale, pyramid_levels, pyramid_scales
+
+__all__ = [
+    "ChannelAttention",
+    "PixelShuffleUpsample",
+    "ResidualBlockNoBN",
+    "bicubic_upsample",
+    "check_scale",
+    "count_parameters",
+    "crop_to",
+    "default_init_weights",
+    "make_layer",
+    "pad_to_multiple",
+    "pyramid_levels",
+    "pyramid_scales",
+]
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from lenssr.errors import LenssrError
-from lenssr.models.arch_util import bicubic_upsample
+from lenssr.models.arch_util import bicubic_upsample, check_scale
 from lenssr.models.registry import register_model
 
 
@@ -19,6 +19,7 @@ class Bicubic(nn.Module):
     """
 
     size_multiple = 1
+    any_scale = True
 
     def __init__(self, scale: int = 2) -> None:
         super().__init__()
@@ -28,7 +29,4 @@ class Bicubic(nn.Module):
         self.scales = tuple(sorted({2, 4, self.scale}))
 
     def forward(self, x: torch.Tensor, scale: int | None = None) -> torch.Tensor:
-        s = self.scale if scale is None else int(scale)
-        if s < 1:
-            raise LenssrError(f"bicubic: scale must be a positive integer, got {scale}")
-        return bicubic_upsample(x, s)
+        return bicubic_upsample(x, check_scale(self, scale))

@@ -6,7 +6,12 @@ import torch
 from torch import nn
 
 from lenssr.errors import LenssrError
-from lenssr.models.arch_util import PixelShuffleUpsample, ResidualBlockNoBN, bicubic_upsample
+from lenssr.models.arch_util import (
+    PixelShuffleUpsample,
+    ResidualBlockNoBN,
+    bicubic_upsample,
+    check_scale,
+)
 from lenssr.models.registry import register_model
 
 
@@ -16,7 +21,7 @@ class EDSR(nn.Module):
 
     Defaults are EDSR-baseline (``num_feat=64``, ``num_block=16``, ``res_scale=1``; ~1.37 M
     parameters at x2). EDSR-large is ``num_feat=256, num_block=32, res_scale=0.1``.
-    ``forward(x (B, 1, h, w)) -> (B, 1, s*h, s*w)``, ``scale`` in 2, 3, 4.
+    ``forward(x (B, 1, h, w), scale=None) -> (B, 1, s*h, s*w)``, ``scale`` in 2, 3, 4.
     """
 
     size_multiple = 1
@@ -37,8 +42,9 @@ class EDSR(nn.Module):
         self.upsample = PixelShuffleUpsample(self.scale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, 1, 3, 1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, h, w) -> (B, 1, s*h, s*w)``."""
+    def forward(self, x: torch.Tensor, scale: int | None = None) -> torch.Tensor:
+        """``(B, 1, h, w) -> (B, 1, s*h, s*w)`` (``scale``: None or ``self.scale``)."""
+        check_scale(self, scale)
         feat = self.conv_first(x)
         feat = feat + self.conv_after_body(self.body(feat))
         return bicubic_upsample(x, self.scale) + self.conv_last(self.upsample(feat))

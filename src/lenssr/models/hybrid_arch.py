@@ -32,10 +32,12 @@ from lenssr.errors import LenssrError
 from lenssr.models.arch_util import (
     ResidualBlockNoBN,
     bicubic_upsample,
+    check_scale,
     crop_to,
     pad_to_multiple,
+    pyramid_levels,
+    pyramid_scales,
 )
-from lenssr.models.lapsrn_arch import check_pyramid_scale, pyramid_scales
 from lenssr.models.registry import register_model
 
 
@@ -261,7 +263,7 @@ class HybridSR(nn.Module):
             if num_levels < 1:
                 raise LenssrError(f"hybrid: num_levels must be >= 1, got {num_levels}")
             self.scales = pyramid_scales(num_levels)
-            check_pyramid_scale("hybrid", scale, self.scales)
+            check_scale(self, scale)
         else:
             if scale not in (2, 3, 4, 8):
                 raise LenssrError(f"hybrid: scale must be 2, 3, 4 or 8, got {scale}")
@@ -334,6 +336,13 @@ class HybridSR(nn.Module):
             "default_cond", torch.tensor([1.8, -2.0][: max(self.cond_dim, 0)]), persistent=False
         )
 
+    def _levels(self, scale: int | None) -> int:
+        """Output levels computed for ``scale`` (checked; 1 without the pyramid)."""
+        if self.use_pyramid:
+            return pyramid_levels(self, scale)
+        check_scale(self, scale)
+        return 1
+
     @property
     def has_sigma(self) -> bool:
         """Whether the model predicts a per-pixel 1-sigma map (:meth:`forward_with_sigma`)."""
@@ -401,8 +410,7 @@ class HybridSR(nn.Module):
         units, before calibration). Needs ``sigma_head=True``."""
         if self.to_log_sigma is None:
             raise LenssrError("this hybrid has no sigma head (sigma_head=False)")
-        s = self.scale if scale is None else int(scale)
-        levels = check_pyramid_scale("hybrid", s, self.scales)
+        levels = self._levels(scale)
         return self.decode_pyramid(self.encode(x, cond), x, levels, with_sigma=True)[-1]
 
     def forward(
@@ -410,6 +418,4 @@ class HybridSR(nn.Module):
     ) -> torch.Tensor:
         """``(B, 1, h, w) -> (B, 1, s*h, s*w)`` for ``s`` in ``self.scales`` (default ``scale``);
         ``cond (B, cond_dim)``: the instrument (conditioned models)."""
-        s = self.scale if scale is None else int(scale)
-        levels = check_pyramid_scale("hybrid", s, self.scales)
-        return self.decode_pyramid(self.encode(x, cond), x, levels)[-1]
+        return self.decode_pyramid(self.encode(x, cond), x, self._levels(scale))[-1]

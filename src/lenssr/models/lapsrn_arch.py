@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from lenssr.errors import LenssrError
-from lenssr.models.arch_util import bicubic_upsample
+from lenssr.models.arch_util import bicubic_upsample, check_scale, pyramid_levels, pyramid_scales
 from lenssr.models.registry import register_model
 
 
@@ -17,18 +17,6 @@ def _bilinear_kernel(size: int) -> torch.Tensor:
     og = torch.arange(size, dtype=torch.float32)
     filt = 1 - (og - center).abs() / factor
     return filt[:, None] * filt[None, :]
-
-
-def pyramid_scales(num_levels: int) -> tuple[int, ...]:
-    """Scales served by a pyramid of ``num_levels`` x2 levels: ``(2, 4, ..., 2**num_levels)``."""
-    return tuple(2 ** (i + 1) for i in range(num_levels))
-
-
-def check_pyramid_scale(name: str, scale: int, scales: tuple[int, ...]) -> int:
-    """Number of x2 levels needed for ``scale``; LenssrError when ``scale`` is not served."""
-    if scale not in scales:
-        raise LenssrError(f"{name}: scale {scale} not supported; this model serves {list(scales)}")
-    return scales.index(scale) + 1
 
 
 @register_model("lapsrn")
@@ -69,8 +57,7 @@ class LapSRN(nn.Module):
                 f"lapsrn: image_upsample must be 'bicubic' or 'deconv', not {image_upsample!r}"
             )
         self.scales = pyramid_scales(num_levels)
-        check_pyramid_scale("lapsrn", scale, self.scales)
-        self.scale = int(scale)
+        self.scale = check_scale(self, scale)
         self.image_upsample = image_upsample
 
         def lrelu() -> nn.Module:
@@ -115,6 +102,4 @@ class LapSRN(nn.Module):
 
     def forward(self, x: torch.Tensor, scale: int | None = None) -> torch.Tensor:
         """``(B, 1, h, w) -> (B, 1, s*h, s*w)`` for ``s`` in ``self.scales`` (default ``scale``)."""
-        s = self.scale if scale is None else int(scale)
-        levels = check_pyramid_scale("lapsrn", s, self.scales)
-        return self.forward_pyramid(x, levels)[-1]
+        return self.forward_pyramid(x, pyramid_levels(self, scale))[-1]

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lenssr.errors import LenssrError
-from lenssr.models.arch_util import bicubic_upsample, default_init_weights
+from lenssr.models.arch_util import bicubic_upsample, check_scale, default_init_weights
 from lenssr.models.registry import register_model
 
 
@@ -51,7 +51,7 @@ class RRDB(nn.Module):
 class RRDBNet(nn.Module):
     """ESRGAN generator: conv, ``num_block`` RRDBs + long skip, nearest-neighbour x2 steps.
 
-    ``forward(x (B, 1, h, w)) -> (B, 1, s*h, s*w)``, ``scale`` 2 or 4. With
+    ``forward(x (B, 1, h, w), scale=None) -> (B, 1, s*h, s*w)``, ``scale`` 2 or 4. With
     ``global_residual=True`` (default) the output is ``bicubic(x) + network``, which makes
     training converge fast; ``False`` is the original ESRGAN output. Default sizes are the
     CPU-sized variant (``num_feat=32, num_block=6, num_grow_ch=16``); the paper's generator is
@@ -84,8 +84,9 @@ class RRDBNet(nn.Module):
         self.conv_last = nn.Conv2d(num_feat, 1, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, h, w) -> (B, 1, s*h, s*w)``."""
+    def forward(self, x: torch.Tensor, scale: int | None = None) -> torch.Tensor:
+        """``(B, 1, h, w) -> (B, 1, s*h, s*w)`` (``scale``: None or ``self.scale``)."""
+        check_scale(self, scale)
         feat = self.conv_first(x)
         feat = feat + self.conv_body(self.body(feat))
         for conv in self.conv_ups:

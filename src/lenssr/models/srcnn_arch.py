@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from lenssr.errors import LenssrError
-from lenssr.models.arch_util import bicubic_upsample
+from lenssr.models.arch_util import bicubic_upsample, check_scale
 from lenssr.models.registry import register_model
 
 
@@ -48,7 +48,7 @@ class SRCNN(nn.Module):
         nn.init.normal_(self.body[-1].weight, std=1e-3)
         nn.init.zeros_(self.body[-1].bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, h, w) -> (B, 1, s*h, s*w)``."""
-        up = bicubic_upsample(x, self.scale)
+    def forward(self, x: torch.Tensor, scale: int | None = None) -> torch.Tensor:
+        """``(B, 1, h, w) -> (B, 1, s*h, s*w)`` (``scale``: None or ``self.scale``)."""
+        up = bicubic_upsample(x, check_scale(self, scale))
         return up + self.body(up)
