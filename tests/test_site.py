@@ -93,7 +93,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_export_writes_page_models_and_runtime(site: Path) -> None:
-    for rel in ("index.html", "app.js", "worker.js", "lib/pipeline.js", "lib/formats.js"):
+    for rel in ("index.html", "boot.js", "app.js", "worker.js", "lib/pipeline.js", "offline.js"):
         assert (site / rel).is_file(), rel
     web_css = Path(__file__).parents[1] / "src/lenssr/web/static/style.css"
     assert (site / "style.css").read_text() == web_css.read_text()
@@ -344,6 +344,7 @@ def formats_zip(path: Path) -> tuple[Path, list[str]]:
     return path, ["png/colour.png"]
 
 
+@pytest.mark.slow
 def test_every_format_tiled_equals_cli(page, static_server: str, tmp_path: Path) -> None:
     src, refused = formats_zip(tmp_path / "formats.zip")
     page.goto(f"{static_server}/index.html?tile=24")
@@ -363,3 +364,29 @@ def test_every_format_tiled_equals_cli(page, static_server: str, tmp_path: Path)
     assert len(names) == 9 and not set(refused) & set(names)
     report = json.loads(zipfile.ZipFile(result).read("report.json"))
     assert report["tta"] is False and [s["name"] for s in report["skipped"]] == refused
+
+
+@pytest.mark.slow
+def test_opened_from_disk(browser, site: Path, tmp_path: Path) -> None:
+    """``file://.../index.html`` runs from offline.js: no server, same results."""
+    src = lr_zip(tmp_path / "disk.zip", 3, bad=False)
+    context = browser.new_context(accept_downloads=True)
+    requests: list[str] = []
+    context.on("request", lambda r: requests.append(r.url))
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto((site / "index.html").as_uri())
+    page.wait_for_selector("#model option[value=hybrid]", state="attached")
+    page.set_input_files("#files", str(src))
+    page.click("#start")
+    assert wait_done(page).startswith("Done: 3 images upscaled x2")
+    with page.expect_download() as info:
+        page.click("#download")
+    result = tmp_path / "result.zip"
+    info.value.save_as(result)
+    context.close()
+    cli = tmp_path / "cli.zip"
+    cli_upscale(src, cli, "--model", "hybrid")
+    assert len(compare_with_cli(result, cli)) == 3
+    assert any(u.endswith("/offline.js") for u in requests)
+    assert all(u.startswith(("file://", "blob:", "data:")) for u in requests), requests

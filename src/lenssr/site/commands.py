@@ -16,12 +16,18 @@ def export_site_command(
         "--models",
         help="Comma-separated shipped models to include (e.g. hybrid,edsr).",
     ),
+    offline: bool = typer.Option(
+        True,
+        "--offline/--no-offline",
+        help="Also write offline.js (runtime and models in one script), so that the page works "
+        "opened from disk (file://).",
+    ),
 ) -> None:
     """Write the static site that upscales images in the browser (no server needed)."""
     from lenssr.site.export import export_site
 
     names = [m.strip() for m in models.split(",") if m.strip()]
-    dest = export_site(output, names, progress=True)
+    dest = export_site(output, names, progress=True, offline=offline)
     typer.echo(f"site written to {dest}/ (serve it with any static file server)")
 
 

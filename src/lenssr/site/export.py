@@ -2,14 +2,18 @@
 
 The folder holds
 
-* ``index.html``, ``app.js`` (page), ``worker.js`` (the pipeline, in a Web Worker) and
+* ``index.html``, ``boot.js`` (starts the page, served or opened from disk), ``app.js`` (page),
+  ``worker.js`` (the pipeline, in a Web Worker) and
   ``lib/*.js`` (file formats, normalisation, tiling), from ``lenssr/site/static``;
 * ``style.css``, the stylesheet of ``lenssr serve``'s page (copied, so both look the same), and
   ``site.css`` with the few rules of this page only;
 * ``models/<name>-x<scale>.onnx``, the graphs the CLI runs (the ONNX Runtime export cache of
   :func:`lenssr.inference.backend.cached_onnx`, parity-checked against PyTorch), and
   ``models/models.json``, what the page needs of each descriptor;
-* ``vendor/``: ONNX Runtime Web and fflate with their licences (built by ``make site``).
+* ``vendor/``: ONNX Runtime Web and fflate with their licences (built by ``make site``);
+* ``offline.js`` (unless ``offline=False``): the scripts, the runtime and the models as one
+  classic script, which ``boot.js`` runs when the page is opened from disk (``file://``, where
+  browsers run neither module scripts nor workers from files).
 
 Nothing is fetched from another origin at run time, so the folder can be served by any static
 file server (GitHub Pages, ``python -m http.server``).
@@ -17,7 +21,10 @@ file server (GitHub Pages, ``python -m http.server``).
 
 from __future__ import annotations
 
+import base64
 import json
+import posixpath
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +37,50 @@ STATIC = Path(__file__).parent / "static"
 WEB_STYLE = Path(__file__).parent.parent / "web" / "static" / "style.css"
 #: Models exported when none are named.
 DEFAULT_MODELS: tuple[str, ...] = ("hybrid",)
+#: Modules of the worker in dependency order (each imports only modules before it).
+WORKER_MODULES: tuple[str, ...] = (
+    "vendor/fflate.mjs",
+    "vendor/ort.webgpu.bundle.min.mjs",
+    "lib/normalize.js",
+    "lib/instrument.js",
+    "lib/formats.js",
+    "lib/pipeline.js",
+    "worker.js",
+)
+_RELATIVE_IMPORT = re.compile(r'(from\s*)"(\.{1,2}/[^"]+)"')
+
+
+def _offline_source(path: str, text: str) -> str:
+    """``text`` of the module at ``path`` with its relative imports as ``"@lenssr/<path>"``
+    (boot.js's worker loader replaces them with blob: URLs)."""
+
+    def resolve(m: re.Match) -> str:
+        target = posixpath.normpath(posixpath.join(posixpath.dirname(path), m.group(2)))
+        if target not in WORKER_MODULES:
+            raise LenssrError(f"{path} imports {m.group(2)}, not a module of the offline site")
+        return f'{m.group(1)}"@lenssr/{target}"'
+
+    return _RELATIVE_IMPORT.sub(resolve, text)
+
+
+def write_offline(dest: Path, manifest: dict[str, Any]) -> Path:
+    """``dest/offline.js``: ``self.LENSSR_OFFLINE = {sources, order, binaries, manifest}`` with
+    the page's and worker's scripts, the WASM runtime and the models (base64)."""
+    sources = {"app.js": (dest / "app.js").read_text()}
+    for path in WORKER_MODULES:
+        sources[path] = _offline_source(path, (dest / path).read_text())
+    binaries = {"vendor/ort-wasm-simd-threaded.asyncify.wasm": None}
+    binaries.update({f"models/{m['file']}": None for m in manifest["models"]})
+    for path in binaries:
+        binaries[path] = base64.b64encode((dest / path).read_bytes()).decode("ascii")
+    data = {"sources": sources, "order": list(WORKER_MODULES), "binaries": binaries}
+    data["manifest"] = manifest
+    out = dest / "offline.js"
+    out.write_text(
+        "// lenssr site for file:// use (written by lenssr export-site; see boot.js)\n"
+        f"self.LENSSR_OFFLINE = {json.dumps(data)};\n"
+    )
+    return out
 
 
 def model_entry(name: str, descriptor: dict[str, Any], scale: int, file: str) -> dict[str, Any]:
@@ -54,6 +105,7 @@ def export_site(
     out: str | Path,
     models: Sequence[str] = DEFAULT_MODELS,
     progress: bool = False,
+    offline: bool = True,
 ) -> Path:
     """Write the static site to ``out`` (created; files of an earlier export are replaced).
 
@@ -62,6 +114,7 @@ def export_site(
         models: shipped model names (``hybrid``, ``edsr``, ...); each is exported at every
             scale it serves.
         progress: print one line per exported graph.
+        offline: also write ``offline.js``, so that the page works opened from disk.
 
     Returns:
         ``out`` as a Path.
@@ -114,4 +167,8 @@ def export_site(
         "models": entries,
     }
     (dest / "models" / "models.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    if offline:
+        write_offline(dest, manifest)
+    else:
+        (dest / "offline.js").unlink(missing_ok=True)
     return dest

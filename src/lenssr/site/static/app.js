@@ -40,8 +40,7 @@ function fillScales() {
 }
 
 async function loadModels() {
-  const res = await fetch("models/models.json");
-  const body = await res.json();
+  const body = self.LENSSR_OFFLINE ? self.LENSSR_OFFLINE.manifest : await (await fetch("models/models.json")).json();
   state.models = body.models;
   const select = $("model");
   for (const name of modelNames()) {
@@ -219,7 +218,9 @@ function fail(text) {
 
 function worker() {
   if (state.worker) return state.worker;
-  const w = new Worker(new URL("worker.js", import.meta.url), { type: "module" });
+  const w = self.LENSSR_OFFLINE
+    ? self.LENSSR_OFFLINE.createWorker()
+    : new Worker(new URL("worker.js", import.meta.url), { type: "module" });
   let done = 0, skipped = [];
   w.onmessage = (e) => {
     const msg = e.data;

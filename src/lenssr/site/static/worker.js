@@ -10,8 +10,11 @@ import { encodeImage, imageFormat, readImage } from "./lib/formats.js";
 import { headerInstrument } from "./lib/instrument.js";
 import { upscaleImage } from "./lib/pipeline.js";
 
-// the bundle carries its JS glue; only the WASM binary is fetched (from this site)
-ort.env.wasm.wasmPaths = { wasm: new URL("./vendor/ort-wasm-simd-threaded.asyncify.wasm", import.meta.url).href };
+const WASM = "vendor/ort-wasm-simd-threaded.asyncify.wasm";
+// Opened from disk, boot.js hands over the runtime's and models' bytes (self.LENSSR_FILES);
+// served, the bundle carries its JS glue and only the WASM binary is fetched from this site.
+if (self.LENSSR_FILES) ort.env.wasm.wasmBinary = self.LENSSR_FILES[WASM];
+else ort.env.wasm.wasmPaths = { wasm: new URL(`./${WASM}`, import.meta.url).href };
 ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(navigator.hardwareConcurrency || 1, 8) : 1;
 ort.env.wasm.proxy = false;
 
@@ -34,8 +37,9 @@ async function session(entry, runtime) {
   const key = `${entry.file}|${runtime}`;
   if (!sessions.has(key)) {
     const providers = await executionProviders(runtime);
-    const url = new URL(`./models/${entry.file}`, import.meta.url).href;
-    const s = await ort.InferenceSession.create(url, { executionProviders: providers, graphOptimizationLevel: "all" });
+    const path = `models/${entry.file}`;
+    const model = self.LENSSR_FILES ? self.LENSSR_FILES[path] : new URL(`./${path}`, import.meta.url).href;
+    const s = await ort.InferenceSession.create(model, { executionProviders: providers, graphOptimizationLevel: "all" });
     sessions.set(key, { s, providers });
   }
   return sessions.get(key);
@@ -152,7 +156,9 @@ function renderPair(lr, h, w, sr, H, W) {
 
 async function run({ files, model: name, opts }) {
   const t0 = performance.now();
-  if (!manifest) manifest = await (await fetch(new URL("./models/models.json", import.meta.url))).json();
+  if (!manifest) {
+    manifest = self.LENSSR_MANIFEST || (await (await fetch(new URL("./models/models.json", import.meta.url))).json());
+  }
   const entry = manifest.models.find((m) => m.name === name && (opts.scale == null || m.scale === Number(opts.scale)));
   if (!entry) throw new Error(`model ${name} x${opts.scale} is not part of this site`);
   const { items, skipped, download } = collect(files);
