@@ -31,7 +31,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +212,13 @@ def _average_gradients(params: list[Tensor], world_size: int) -> None:
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def _broadcast_buffers(modules: Iterable[nn.Module]) -> None:
+    """Rank 0's buffers (batch-norm statistics) to every rank, as DDP does."""
+    for module in modules:
+        for buf in module.buffers():
+            dist.broadcast(buf, 0)
 
 
 # -------------------------------------------------------------------------------------- task
@@ -721,6 +728,8 @@ class Engine:
                 while not done:
                     self._set_lr()
                     logs = self.task.train_step(batches)
+                    if self.info.enabled:
+                        _broadcast_buffers(self.task.modules().values())
                     if self.ema is not None:
                         self.ema.update(self.task.model)
                     self.logs.append(logs)
