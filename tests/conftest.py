@@ -4,16 +4,21 @@
   shared 2-core CPU; `tiny_hybrid`: the hybrid's as a config `model` section (with "name");
   `model_section(name)`: the same for any architecture, usable from module-scoped fixtures.
 - `tiny_model(name, **overrides)`: such a model, built after `torch.manual_seed(0)`.
+- `tiny_cond`: kwargs of a tiny instrument-conditioned hybrid with a sigma head (x2, one
+  pyramid level, two FiLM-modulated residual blocks).
 - a test that takes an argument `tiny_arch` runs once per built-in architecture.
 - `make_pairs(path, n, h, scale, seed)`: writes an HDF5 pair file of smooth blobs;
   `blob_pairs`: one such file (24 pairs, LR 12x12 -> HR 24x24) shared by the whole session.
 - `train_config(pairs, out, steps, **sections)`: a tiny supervised training config.
+
+The whole session caches ONNX exports in a temporary folder (``LENSSR_CACHE_DIR``), never in
+the user's cache.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import h5py
@@ -39,6 +44,37 @@ TINY_CONFIGS: dict[str, dict] = {
         "pos_grid": 4,
     },
 }
+
+
+# A tiny hybrid conditioned on the instrument (PSF FWHM, log10 noise) with a sigma head.
+TINY_COND: dict = {
+    "num_feat": 8,
+    "num_res_blocks": 2,
+    "embed_dim": 16,
+    "depth": 1,
+    "num_heads": 2,
+    "pos_grid": 4,
+    "num_levels": 1,
+    "cond_dim": 2,
+    "sigma_head": True,
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``LENSSR_CACHE_DIR`` (``lenssr.inference.backend.CACHE_ENV``) for the whole session:
+    exports go to a temporary folder."""
+    folder = tmp_path_factory.mktemp("onnx-cache")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LENSSR_CACHE_DIR", str(folder))
+    yield folder
+    patch.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_cond() -> dict:
+    """Constructor kwargs of the tiny conditioned sigma-head hybrid (read-only)."""
+    return copy.deepcopy(TINY_COND)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

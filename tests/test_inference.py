@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -204,3 +206,12 @@ def test_load_model_from_checkpoint(tmp_path, rng: np.random.Generator) -> None:
     np.testing.assert_allclose(loaded.upscale(x), expected, rtol=1e-6, atol=1e-6)
     by_json = load_model(str(tmp_path / "tiny.json"), device="cpu")
     np.testing.assert_allclose(by_json.upscale(x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_the_test_session_caches_onnx_exports_in_a_temporary_folder(onnx_cache) -> None:
+    import platformdirs
+
+    from lenssr.inference.backend import cache_dir
+
+    assert cache_dir() == onnx_cache
+    assert cache_dir() != Path(platformdirs.user_cache_dir("lenssr")) / "onnx"

@@ -19,17 +19,6 @@ from lenssr.inference.backend import CACHE_ENV, PARITY_TOLERANCE, OrtSRModel, ca
 from lenssr.models import create_model, save_checkpoint
 
 TINY_EDSR = {"num_feat": 8, "num_block": 1}
-TINY_COND = {
-    "num_feat": 8,
-    "num_res_blocks": 1,
-    "embed_dim": 16,
-    "depth": 1,
-    "num_heads": 2,
-    "pos_grid": 4,
-    "num_levels": 1,
-    "cond_dim": 2,
-    "sigma_head": True,
-}
 TINY_PYRAMID = {"num_feat": 8, "num_res_blocks": 1, "embed_dim": 16, "depth": 1, "num_heads": 2}
 
 
@@ -149,9 +138,9 @@ def test_backend_torch_override(tmp_path: Path, cache: Path) -> None:
         load_model("bicubic", device="cpu", backend="tensorrt")
 
 
-def test_conditioned_sigma_model_through_onnxruntime(tmp_path: Path) -> None:
+def test_conditioned_sigma_model_through_onnxruntime(tmp_path: Path, tiny_cond: dict) -> None:
     torch.manual_seed(0)
-    module = create_model("hybrid", **TINY_COND)
+    module = create_model("hybrid", **tiny_cond)
     for head in module.condition.heads:  # make the instrument matter
         torch.nn.init.normal_(head.weight, std=0.1)
     ckpt = save_checkpoint(

@@ -24,18 +24,6 @@ from lenssr.simulation.sampling import (
 )
 from lenssr.simulation.writer import render_samples
 
-TINY_COND = {
-    "num_feat": 8,
-    "num_res_blocks": 2,
-    "embed_dim": 16,
-    "depth": 1,
-    "num_heads": 2,
-    "pos_grid": 4,
-    "num_levels": 1,
-    "cond_dim": 2,
-    "sigma_head": True,
-}
-
 
 @pytest.fixture(scope="module")
 def mix_pairs(tmp_path_factory: pytest.TempPathFactory):
@@ -179,9 +167,9 @@ def test_mixture_dataset_draws_per_epoch_and_is_reproducible(mix_pairs) -> None:
     assert float(vcond[0]) == pytest.approx(src.lr_psf_fwhm[4] / 0.1, rel=1e-5)
 
 
-def test_film_starts_as_identity_and_conditions_after_training() -> None:
+def test_film_starts_as_identity_and_conditions_after_training(tiny_cond: dict) -> None:
     torch.manual_seed(0)
-    model = create_model("hybrid", **TINY_COND).eval()
+    model = create_model("hybrid", **tiny_cond).eval()
     x = torch.rand(2, 1, 12, 12)
     a = torch.tensor([[1.2, -2.0], [1.2, -2.0]])
     b = torch.tensor([[3.0, -1.0], [3.0, -1.0]])
@@ -205,9 +193,9 @@ def test_shipped_single_instrument_checkpoints_still_load() -> None:
 
 
 @pytest.fixture(scope="module")
-def cond_model(tmp_path_factory: pytest.TempPathFactory) -> SRModel:
+def cond_model(tmp_path_factory: pytest.TempPathFactory, tiny_cond: dict) -> SRModel:
     torch.manual_seed(0)
-    module = create_model("hybrid", **TINY_COND)
+    module = create_model("hybrid", **tiny_cond)
     for head in module.condition.heads:
         torch.nn.init.normal_(head.weight, std=0.1)
     path = tmp_path_factory.mktemp("ckpt") / "cond"
@@ -323,13 +311,15 @@ def test_calibration_factor_and_coverage_on_gaussian_errors() -> None:
     assert all(abs(expected - observed) < 0.02 for expected, observed in diagram)
 
 
-def test_calibrate_writes_the_factor_into_the_descriptor(mix_pairs, tmp_path) -> None:
+def test_calibrate_writes_the_factor_into_the_descriptor(
+    mix_pairs, tmp_path, tiny_cond: dict
+) -> None:
     import json
 
     from lenssr.inference.uncertainty import calibrate
 
     torch.manual_seed(1)
-    module = create_model("hybrid", **TINY_COND)
+    module = create_model("hybrid", **tiny_cond)
     path = tmp_path / "m"
     cond = {"inputs": ["psf_fwhm_pix", "log10_noise"], "range": {"psf_fwhm_pix": [1.0, 3.5]}}
     save_checkpoint(path, module, {"normalization": {"kind": "noise"}, "conditioning": cond})
