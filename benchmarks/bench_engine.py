@@ -177,8 +177,8 @@ def main() -> None:
         except ImportError:
             print(f"{cls.name}: not installed, skipped")
     results: dict[str, list[float]] = {w.name: [] for w in ways}
-    for _ in range(args.repeats):  # interleaved, so background load hits every way alike
-        for cls in ways:
+    for r in range(args.repeats):  # interleaved and in turn reversed, so background load
+        for cls in ways if r % 2 == 0 else ways[::-1]:  # and warm caches favour none
             results[cls.name].append(step_time(cls(), args.steps))
     base = min(results["own"])
     for cls in ways:
