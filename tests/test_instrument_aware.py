@@ -248,7 +248,7 @@ def test_sigma_map_is_positive_calibrated_and_in_units(cond_model: SRModel) -> N
     assert np.all(sigma > 0)
     _, sigma10 = cond_model.upscale(10.0 * lr, return_sigma=True)
     np.testing.assert_allclose(sigma10, 10.0 * sigma, rtol=1e-3)
-    # the stored calibration factor multiplies the raw prediction
+    # the stored calibration factor (a descriptor without variance terms) multiplies the raw one
     cond_model.sigma_scale = 1.0
     try:
         _, raw = cond_model.upscale(lr, return_sigma=True)
@@ -311,7 +311,7 @@ def test_calibration_factor_and_coverage_on_gaussian_errors() -> None:
     assert all(abs(expected - observed) < 0.02 for expected, observed in diagram)
 
 
-def test_calibrate_writes_the_factor_into_the_descriptor(
+def test_calibrate_writes_the_variance_terms_into_the_descriptor(
     mix_pairs, tmp_path, tiny_cond: dict
 ) -> None:
     import json
@@ -324,11 +324,19 @@ def test_calibrate_writes_the_factor_into_the_descriptor(
     cond = {"inputs": ["psf_fwhm_pix", "log10_noise"], "range": {"psf_fwhm_pix": [1.0, 3.5]}}
     save_checkpoint(path, module, {"normalization": {"kind": "noise"}, "conditioning": cond})
     info = calibrate(path.with_suffix(".safetensors"), mix_pairs, n=6)
-    desc = json.loads(path.with_suffix(".json").read_text())
-    assert desc["uncertainty"]["sigma_scale"] == pytest.approx(info["sigma_scale"])
-    assert abs(info["after"]["cov1"] - 0.683) < abs(info["before"]["cov1"] - 0.683) + 1e-9
+    unc = json.loads(path.with_suffix(".json").read_text())["uncertainty"]
+    assert unc["coefficients"] == info["coefficients"]
+    assert set(unc["coefficients"]) == {"head", "target", "signal"}
+    assert unc["target_noise"]["exposure_time"] == 20000.0  # the pairs' HR instrument
+
+    def miss(c: dict) -> float:
+        return (c["cov1"] - 0.6827) ** 2 + (c["cov2"] - 0.9545) ** 2
+
+    assert miss(info["after"]) < miss(info["before"])
     _, reloaded = load_checkpoint(path)
-    assert SRModel(module, reloaded, device="cpu").sigma_scale == pytest.approx(info["sigma_scale"])
+    assert (
+        SRModel(module, reloaded, device="cpu").uncertainty["coefficients"] == unc["coefficients"]
+    )
 
 
 def test_bad_model_key_fails_before_any_data_is_simulated(tmp_path) -> None:

@@ -68,8 +68,10 @@ class Upscaler(ABC):
         unc = descriptor.get("uncertainty") or {}
         #: the model predicts a per-pixel 1-sigma (``upscale(..., return_sigma=True)``)
         self.has_sigma = bool(descriptor.get("arch_config", {}).get("sigma_head", False))
-        #: calibration factor applied to the predicted sigma (fitted on held-out data)
-        self.sigma_scale = float(unc.get("sigma_scale", 1.0))
+        #: the sigma calibration fitted on held-out data (``lenssr.inference.uncertainty``)
+        self.uncertainty: dict[str, Any] = dict(unc)
+        #: extra factor on the calibrated sigma (the whole calibration of older descriptors)
+        self.sigma_scale = 1.0 if unc.get("coefficients") else float(unc.get("sigma_scale", 1.0))
         #: what the last :meth:`upscale` call assumed or estimated about the instrument
         self.last_instrument: dict[str, Any] = {}
 
@@ -347,7 +349,11 @@ class Upscaler(ABC):
             y[bad.repeat(s, axis=-2).repeat(s, axis=-1)] = np.nan
         if not return_sigma:
             return y[0] if single else y
-        sigma = (self.sigma_scale * np.exp(0.5 * log_var) * (hi - lo)).astype(np.float32)
+        from lenssr.inference.uncertainty import calibrated_sigma
+
+        raw = self.sigma_scale * np.exp(0.5 * log_var) * (hi - lo)
+        u = None if cond is None else cond[:, 1]
+        sigma = calibrated_sigma(y, raw, u, self.uncertainty)
         if bad.any():
             sigma[bad.repeat(s, axis=-2).repeat(s, axis=-1)] = np.nan
         return (y[0], sigma[0]) if single else (y, sigma)

@@ -164,16 +164,23 @@ def export(
 
 def calibrate(
     checkpoint: Path = typer.Argument(..., help="Checkpoint (.safetensors) with a sigma head."),
-    data: Path = typer.Option(..., "--data", help="Held-out LR/HR pairs (.h5, folder, .zip)."),
-    n: int = typer.Option(200, "--n", help="Pairs to calibrate on."),
+    data: str = typer.Option(
+        "survey-mix",
+        "--data",
+        help="A preset to render held-out pairs from (with arc masks), or a file of held-out "
+        "LR/HR pairs (.h5, folder, .zip).",
+    ),
+    n: int = typer.Option(300, "--n", help="Pairs to calibrate on."),
+    seed: int = typer.Option(7, "--seed", help="Seed of the rendered pairs (a preset)."),
 ) -> None:
     """Calibrate a model's per-pixel 1-sigma on held-out pairs (stored in its descriptor)."""
     from lenssr.inference.uncertainty import calibrate as run
 
-    info = run(checkpoint, data, n=n)
+    info = run(checkpoint, data, n=n, seed=seed)
     b, a = info["before"], info["after"]
+    coef = ", ".join(f"{k} {v[0]:+.2f}{v[1]:+.2f}u" for k, v in info["coefficients"].items())
     typer.echo(
-        f"sigma scale {info['sigma_scale']:.3f} from {info['n']} pairs of {data}: coverage "
+        f"sigma terms ({coef}) from {info['n']} pairs of {data}: coverage "
         f"1σ {100 * b['cov1']:.1f}% -> {100 * a['cov1']:.1f}%, "
         f"2σ {100 * b['cov2']:.1f}% -> {100 * a['cov2']:.1f}%; written to "
         f"{Path(checkpoint).with_suffix('.json')}"
