@@ -191,6 +191,7 @@ async function run({ files, model: name, opts }) {
       });
       const fileNotes = [];
       outputs[item.name] = encodeImage(img, res.data, res.h, res.w, entry.scale, history, fileNotes);
+      if (res.info.warning) fileNotes.push(res.info.warning);
       for (const note of fileNotes) notes.push({ name: item.name, note });
       processed.push(item.name);
       postMessage({ type: "image", index: k, name: item.name, status: "done", fraction: 1, seconds: (performance.now() - t1) / 1000, info: res.info });
