@@ -55,8 +55,12 @@ def test_data_without_a_preset_fall_back_to_the_default(tmp_path: Path) -> None:
     assert recorded_preset(path) is None
     resolved = preset_for_data(path)
     assert resolved.source == "default" and resolved.name == "default"
-    (tmp_path / "folder").mkdir()
-    assert recorded_preset(tmp_path / "folder") is None
+    folder = tmp_path / "folder"  # a DeepLense folder without metadata.json
+    for part, side in (("LR", 4), ("HR", 8)):
+        (folder / part).mkdir(parents=True)
+        np.save(folder / part / "a.npy", np.ones((side, side), np.float32))
+    assert recorded_preset(folder) is None
+    assert preset_for_data(folder).source == "default"
     with h5py.File(path, "a") as f:
         f.attrs["preset"] = "{not json"
     with pytest.raises(LenssrError, match="not valid JSON"):

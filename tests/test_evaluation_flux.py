@@ -70,3 +70,25 @@ def test_with_the_simulators_degrade_model() -> None:
     brighter = flux_consistency(1.2 * hr, lr, "default")
     assert brighter["flux_error"] > truth["flux_error"] + 0.1
     assert brighter["flux_residual"] > truth["flux_residual"]
+
+
+def test_survey_mix_pairs_are_reobserved_with_their_own_lr_psf(tmp_path) -> None:
+    """A survey mixture draws the LR PSF per system; the flux metric uses the one each pair
+    records (the HR truth then sits closer to the noise floor than with the preset's fixed PSF),
+    and evaluate says so."""
+    from lenssr.data import open_pairs
+    from lenssr.evaluation import evaluate
+    from lenssr.simulation import simulate
+
+    path = simulate("survey-mix", n=4, out=tmp_path / "mix.h5", seed=3, workers=1, progress=False)
+    src = open_pairs(path)
+    assert src.preset_config["name"] == "survey-mix"
+    assert src.lr_psf_fwhm is not None and np.ptp(src.lr_psf_fwhm) > 0.05
+    lr = np.stack([src[i][0] for i in range(len(src))])
+    hr = np.stack([src[i][1] for i in range(len(src))])
+    own = flux_consistency(hr, lr, "survey-mix", lr_psf_fwhm=src.lr_psf_fwhm)["flux_residual"]
+    fixed = flux_consistency(hr, lr, "survey-mix")["flux_residual"]
+    assert np.all(own <= fixed + 1e-9) and own.mean() < fixed.mean()
+    result = evaluate([], path, device="cpu")
+    assert result.flux_psf == "per-pair" and result.to_dict()["flux_psf"] == "per-pair"
+    np.testing.assert_allclose(result.reference["flux_residual"], own, rtol=1e-5)

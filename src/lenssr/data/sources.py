@@ -10,6 +10,10 @@ by relative file name; a leading or trailing ``LR``/``HR`` token is ignored when
 labels, either ``{"classes": [...], "labels": {name: label}}`` or a list of
 ``{"name": ..., "label": ...}`` records (also under a ``"samples"`` key); a label is a class
 index or a class name, ``name`` is the LR file name (with or without folder/extension).
+
+Every source of pairs says which simulation preset made it (``PairSource.preset_config``, the
+JSON config ``lenssr simulate`` records: an HDF5 file's attribute ``preset``, a DeepLense
+folder's ``metadata.json`` key ``"preset"``), or None for data that record none.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from lenssr.errors import InputError
+from lenssr.errors import InputError, LenssrError
 from lenssr.io.batch import ZipLimits, check_zip_infos, read_member, sanitize_member_name
 from lenssr.io.images import LoadedImage, is_image_name, read_image
 
@@ -149,6 +153,26 @@ def _store_for(path: Path, limits: ZipLimits | None = None) -> _Store:
 
 
 # ----------------------------------------------------------------------------- sources
+
+
+def recorded_preset_config(value: Any, where: str) -> dict | None:
+    """A recorded preset config from its JSON (string, bytes or already an object); ``None``
+    for an empty or missing one.
+
+    Raises:
+        LenssrError: not valid JSON, or not a JSON object.
+    """
+    if isinstance(value, bytes | str):
+        text = value.decode() if isinstance(value, bytes) else value
+        try:
+            value = json.loads(text) if text.strip() else None
+        except json.JSONDecodeError as exc:
+            raise LenssrError(f"{where}: the recorded preset is not valid JSON ({exc})") from None
+    if not value:
+        return None
+    if not isinstance(value, dict):
+        raise LenssrError(f"{where}: the recorded preset is not a JSON object")
+    return value
 
 
 class PairSource:
@@ -290,11 +314,7 @@ class H5PairSource(PairSource):
             self.labels = np.asarray(f["label"][()], dtype=np.int64) if "label" in f else None
             self.classes = _h5_classes(f)
             self.attrs = {k: f.attrs[k] for k in f.attrs}
-            if "preset" in self.attrs:
-                try:
-                    self.preset_config = json.loads(self.attrs["preset"])
-                except (TypeError, ValueError):
-                    self.preset_config = None
+            self.preset_config = recorded_preset_config(self.attrs.get("preset"), str(self.path))
             if "params" in f and "lr_psf_fwhm" in f["params"]:
                 self.lr_psf_fwhm = np.asarray(f["params"]["lr_psf_fwhm"][()], dtype=np.float64)
         self._h5 = _H5(self.path)
@@ -387,7 +407,10 @@ class FilePairSource(PairSource):
             raise InputError(self.path, f"pairs have different scales {sorted(scales)}")
         self.scale = scales.pop()
         self.names = list(pairs)
-        self.classes, self.labels = self._read_labels(lr_pre)
+        meta, where = self._read_metadata(lr_pre)
+        self.classes, self.labels = _labels_from_metadata(meta, self.names, where)
+        if isinstance(meta, dict):
+            self.preset_config = recorded_preset_config(meta.get("preset"), where)
 
     def _match(self, lr: dict[str, str], hr: dict[str, str]) -> dict[str, tuple[str, str]]:
         if not lr or not hr:
@@ -412,24 +435,26 @@ class FilePairSource(PairSource):
             for k in sorted(lr_keys, key=lambda k: lr_keys[k])
         }
 
-    def _read_labels(self, lr_pre: str) -> tuple[list[str] | None, np.ndarray | None]:
+    def _read_metadata(self, lr_pre: str) -> tuple[Any, str]:
+        """The ``metadata.json`` beside the ``LR/`` folder (None when there is none) and its
+        name for messages."""
         base = lr_pre.rstrip("/").rpartition("/")[0]
+        key = f"{base}/metadata.json" if base else "metadata.json"
+        where = f"{self.path}/{key}"
         if isinstance(self._store, _DirStore):
-            meta_path = self.path / base / "metadata.json"
+            meta_path = self.path / key
             if not meta_path.is_file():
-                return None, None
+                return None, where
             text = meta_path.read_text()
         else:
             zs: _ZipStore = self._store  # type: ignore[assignment]
-            key = f"{base}/metadata.json" if base else "metadata.json"
             if key not in zs._infos:
-                return None, None
+                return None, where
             text = read_member(zs._handle(), zs._infos[key], zs.limits).decode()
         try:
-            meta = json.loads(text)
+            return json.loads(text), where
         except json.JSONDecodeError as exc:
-            raise InputError(f"{self.path}/metadata.json", f"invalid JSON ({exc})") from exc
-        return _labels_from_metadata(meta, self.names, f"{self.path}/metadata.json")
+            raise InputError(where, f"invalid JSON ({exc})") from exc
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         lr_name, hr_name = self._pairs[_index(i, len(self))]

@@ -8,6 +8,13 @@ import typer
 
 from lenssr.errors import LenssrError
 
+_FLUX_PSF = {
+    "per-pair": "; each pair re-observed with its own LR PSF, as recorded in the data",
+    "preset": "",
+    "preset-mixture": "; WARNING: this preset draws the LR instrument per system but the data "
+    "do not record it, so every pair is re-observed with the preset's fixed LR PSF (approximate)",
+    "degrade": "",
+}
 _SOURCES = {
     "option": "from --preset",
     "data": "recorded in the data",
@@ -73,6 +80,7 @@ def register(app: typer.Typer) -> None:
         )
         console.print(
             f"flux consistency: preset {result.preset} ({_SOURCES[result.preset_source]})"
+            f"{_FLUX_PSF[result.flux_psf]}"
         )
         for label, path in result.files.items():
             console.print(f"{label}: {path}")

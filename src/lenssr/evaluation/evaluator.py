@@ -25,7 +25,7 @@ import csv
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -111,6 +111,11 @@ class EvaluationResult:
     example_indices: list[int]
     files: dict[str, Path] = field(default_factory=dict)
     preset_source: str = "option"  # "option", "data", "default" or "degrade"
+    #: the LR PSF of the flux metric's re-observation: "per-pair" (recorded in the data),
+    #: "preset" (the preset's fixed LR instrument), "preset-mixture" (the preset's fixed one
+    #: although its LR instrument varies per system and the data do not record it: the flux
+    #: numbers are then only approximate) or "degrade" (the given forward model)
+    flux_psf: str = "preset"
 
     def __getitem__(self, name: str) -> ModelResult:
         for m in self.models:
@@ -120,13 +125,14 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (non-finite numbers become ``None``), conventions included."""
-        return _json_clean(
+        return clean_json(
             {
                 "data": self.data,
                 "n_images": self.n_images,
                 "scale": self.scale,
                 "preset": self.preset,
                 "preset_source": self.preset_source,
+                "flux_psf": self.flux_psf,
                 "tta": self.tta,
                 "device": self.device,
                 "conventions": {
@@ -274,18 +280,22 @@ def _fmt(key: str, value: Any) -> str:
     return f"{value:.3f}"
 
 
-def _json_clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _json_clean(obj.tolist())
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
+def clean_json(value: Any) -> Any:
+    """A JSON-ready copy: numpy arrays and scalars as Python ones, non-finite floats as
+    ``None``, paths as strings, mapping keys as strings (recursively)."""
+    if isinstance(value, Mapping):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return clean_json(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def _model_list(models: str | Path | Upscaler | Sequence[str | Path | Upscaler]) -> list[Any]:
@@ -386,11 +396,20 @@ def evaluate(
         raise LenssrError(f"--n must be >= 1, got {n}")
     scale = int(getattr(source, "scale", 0) or 0)
     dev = str(resolve_device(device))
+    per_pair_psf = getattr(source, "lr_psf_fwhm", None)  # survey mixtures: one LR PSF per pair
     if degrade is None:
-        resolved = preset_for_data(data, preset)
+        resolved = preset_for_data(source, preset)
         preset, preset_name, preset_source = resolved.preset, resolved.name, resolved.source
+        mixture = preset.config.get("lr_mixture") or {}
+        if per_pair_psf is not None:
+            flux_psf = "per-pair"
+        elif mixture and mixture.get("enabled", True):
+            flux_psf = "preset-mixture"
+        else:
+            flux_psf = "preset"
     else:
         preset_name, preset_source = "none (a forward model was given)", "degrade"
+        flux_psf, per_pair_psf = "degrade", None
 
     loaded = [_load(spec, dev) for spec in _model_list(models)]
     names_all = list(getattr(source, "names", None) or [])
@@ -417,7 +436,8 @@ def evaluate(
             lr, hr = _load_chunk(source, idx, data)
             if scale == 0:
                 scale = hr.shape[-1] // lr.shape[-1]
-            flux_ref = _flux(hr, lr, preset, degrade)
+            psf = None if per_pair_psf is None else per_pair_psf[idx.start : idx.stop]
+            flux_ref = _flux(hr, lr, preset, degrade, psf)
             for key in ref:
                 ref[key].append(np.atleast_1d(flux_ref[key]))
             k_axis, p_hr = radial_power_spectrum(hr)
@@ -448,7 +468,7 @@ def evaluate(
                 metrics["mse"].append(np.atleast_1d(mse(sr, hr)))
                 metrics["psnr"].append(np.atleast_1d(psnr(sr, hr)))
                 metrics["ssim"].append(np.atleast_1d(ssim(sr, hr)))
-                flux = _flux(sr, lr, preset, degrade)
+                flux = _flux(sr, lr, preset, degrade, psf)
                 metrics["flux_error"].append(np.atleast_1d(flux["flux_error"]))
                 metrics["flux_residual"].append(np.atleast_1d(flux["flux_residual"]))
                 _, p_sr = radial_power_spectrum(sr)
@@ -483,6 +503,7 @@ def evaluate(
         scale=scale,
         preset=preset_name,
         preset_source=preset_source,
+        flux_psf=flux_psf,
         tta=tta,
         device=dev,
         names=names,
@@ -549,11 +570,13 @@ def _load_chunk(source, idx: range, data: str | Path) -> tuple[np.ndarray, np.nd
     return lr, hr
 
 
-def _flux(sr: np.ndarray, lr: np.ndarray, preset: Any, degrade) -> dict[str, Any]:
-    """Flux metrics of SR (or HR truth) images; a preset that does not fit the data is a
-    user error."""
+def _flux(
+    sr: np.ndarray, lr: np.ndarray, preset: Any, degrade, lr_psf_fwhm: np.ndarray | None
+) -> dict[str, Any]:
+    """Flux metrics of SR (or HR truth) images (each pair's own LR PSF when given); a preset
+    that does not fit the data is a user error."""
     try:
-        return flux_metrics(reobserve(sr, preset, degrade=degrade), lr)
+        return flux_metrics(reobserve(sr, preset, degrade=degrade, lr_psf_fwhm=lr_psf_fwhm), lr)
     except ValueError as exc:
         raise LenssrError(str(exc)) from exc
 

@@ -9,6 +9,12 @@ it was made from, without any HR ground truth, so the test also works on real ob
 Two numbers per image, both dimensionless (sums over the LR pixel grid; both images share the
 LR pixel scale, so ``sum * pixel_scale**2`` cancels):
 
+Data whose LR instrument varies per system (a survey mixture such as ``survey-mix``) record each
+pair's LR PSF FWHM (``PairSource.lr_psf_fwhm``); ``D`` then uses each pair's own PSF
+(``lr_psf_fwhm=``), never the preset's fixed one. Noise does not enter ``D``, so the PSF is the
+only part of the per-pair instrument that matters here.
+
+
 ``flux_error``
     Relative total-flux error ``|sum(D(SR)) - sum(LR)| / |sum(LR)|``. Sensitive to a global
     brightness bias (a model that loses or invents light). Zero-mean noise averages out, so a
@@ -31,6 +37,7 @@ README text:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +49,7 @@ _EPS = 1e-30
 
 FLUX_CONVENTIONS = {
     "flux_error": "|sum(D(SR)) - sum(LR)| / |sum(LR)|, D = the preset's degrade with noise off "
-    "(PSF + pixel binning, flux conserving)",
+    "(PSF + pixel binning, flux conserving; each pair's own LR PSF where the data record one)",
     "flux_residual": "||D(SR) - LR||_2 / ||LR||_2; the LR noise sets a floor, reported for the "
     "HR truth under 'reference'",
 }
@@ -53,20 +60,41 @@ def reobserve(
     preset: Any = "default",
     hr_pixel_scale: float | None = None,
     degrade: Degrade | None = None,
+    lr_psf_fwhm: np.ndarray | None = None,
 ) -> np.ndarray:
     """Noise-free LR observation of SR images: (H, W) or (N, H, W) -> (H/s, W/s) or (N, ...).
 
     Uses ``degrade`` when given (any flux-conserving forward model of the user's instrument),
-    otherwise ``lenssr.simulation.degrade_array(sr, preset, noise=False)``.
+    otherwise ``lenssr.simulation.degrade_array(sr, preset, noise=False)``, with each image's
+    own LR PSF FWHM [arcsec] when ``lr_psf_fwhm`` (one value per image) is given.
     """
     if degrade is not None:
         return np.asarray(degrade(sr), dtype=np.float64)
     from lenssr.simulation import degrade_array
+    from lenssr.simulation.presets import resolve_preset
 
-    out = degrade_array(
-        np.asarray(sr, dtype=np.float32), preset, noise=False, hr_pixel_scale=hr_pixel_scale
-    )
-    return np.asarray(out, dtype=np.float64)
+    images = np.asarray(sr, dtype=np.float32)
+    if lr_psf_fwhm is None:
+        out = degrade_array(images, preset, noise=False, hr_pixel_scale=hr_pixel_scale)
+        return np.asarray(out, dtype=np.float64)
+    preset = resolve_preset(preset)
+    fwhm = np.atleast_1d(np.asarray(lr_psf_fwhm, dtype=np.float64))
+    stack = images[None] if images.ndim == 2 else images
+    if len(fwhm) != len(stack):
+        raise ValueError(f"{len(fwhm)} LR PSF values for {len(stack)} images")
+    out = np.stack(
+        [
+            degrade_array(
+                img,
+                preset,
+                noise=False,
+                hr_pixel_scale=hr_pixel_scale,
+                lr=dataclasses.replace(preset.lr, psf_fwhm=float(f)),
+            )
+            for img, f in zip(stack, fwhm, strict=True)
+        ]
+    ).astype(np.float64)
+    return out[0] if images.ndim == 2 else out
 
 
 def flux_metrics(reobserved: np.ndarray, lr: np.ndarray) -> dict[str, float | np.ndarray]:
@@ -102,6 +130,7 @@ def flux_consistency(
     preset: Any = "default",
     hr_pixel_scale: float | None = None,
     degrade: Degrade | None = None,
+    lr_psf_fwhm: np.ndarray | None = None,
 ) -> dict[str, float | np.ndarray]:
     """Re-observe SR images and compare them with their LR inputs.
 
@@ -111,8 +140,10 @@ def flux_consistency(
         preset: simulation preset (name or ``Preset``) whose instrument made the LR images.
         hr_pixel_scale: HR pixel scale in arcsec if it differs from the preset's.
         degrade: optional forward model replacing the preset (HR -> noiseless LR).
+        lr_psf_fwhm: per-image LR PSF FWHM [arcsec] (data whose LR instrument varies per
+            system record it, ``PairSource.lr_psf_fwhm``); None: the preset's ``lr.psf_fwhm``.
 
     Returns:
         ``{"flux_error": ..., "flux_residual": ...}`` (dimensionless; floats or (N,) arrays).
     """
-    return flux_metrics(reobserve(sr, preset, hr_pixel_scale, degrade), lr)
+    return flux_metrics(reobserve(sr, preset, hr_pixel_scale, degrade, lr_psf_fwhm), lr)

@@ -10,27 +10,21 @@ from typing import Any
 
 import numpy as np
 
+from lenssr.evaluation.evaluator import clean_json
 from lenssr.science.stats import roc_curve
+
+__all__ = [
+    "TARGET_GAP_FRACTION",
+    "clean_json",
+    "plot_examples",
+    "plot_roc",
+    "render_markdown",
+    "verdict",
+    "write_report",
+]
 
 #: A model must close at least this fraction of the LR->HR macro-AUC gap (project target).
 TARGET_GAP_FRACTION = 0.5
-
-
-def clean_json(value: Any) -> Any:
-    """Recursively turn numpy scalars into Python ones and non-finite floats into ``None``."""
-    if isinstance(value, Mapping):
-        return {str(k): clean_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return clean_json(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def plot_roc(

@@ -222,6 +222,7 @@ def validate_science(
     """
     import torch
 
+    from lenssr.data import open_pairs
     from lenssr.device import resolve_device
     from lenssr.evaluation.data_preset import preset_for_data
     from lenssr.evaluation.flux import flux_consistency
@@ -258,8 +259,11 @@ def validate_science(
     test, _ = _read_split(test_path)
     timings["simulate_s"] = time.perf_counter() - t0
     hr_pix = attrs["hr_pixel_scale"]
-    # flux consistency re-observes with the instrument the test file records
-    flux_preset = preset_for_data(test_path).preset
+    # flux consistency re-observes with the instrument the test file records (each pair's own
+    # LR PSF when the preset draws the LR instrument per system)
+    test_source = open_pairs(test_path)
+    flux_preset = preset_for_data(test_source).preset
+    flux_psf = test_source.lr_psf_fwhm
 
     recipe = cfg.recipe()
     boot_idx = bootstrap_indices(len(test.labels), cfg.n_boot, cfg.seed)
@@ -349,7 +353,7 @@ def validate_science(
         # image fidelity
         theta = einstein_radii(x_test, hr_pix)
         err = np.abs(theta - test.theta_e)
-        flux = flux_consistency(x_test, test.lr, flux_preset)
+        flux = flux_consistency(x_test, test.lr, flux_preset, lr_psf_fwhm=flux_psf)
         fidelity[kind] = {
             "einstein_mae_arcsec": float(np.nanmedian(err)),
             "einstein_failed": int(np.sum(~np.isfinite(theta))),
