@@ -407,3 +407,39 @@ def test_instrument_fields_and_sigma_maps(tmp_path: Path) -> None:
         assert bad.status_code == 400 and "psf_fwhm" in bad.text
         none = submit(client, files, model="bicubic", uncertainty="true")
         assert none.status_code == 400 and "no sigma head" in none.text
+
+
+def test_sigma_map_previews(tmp_path: Path) -> None:
+    """With 1-sigma maps asked for, each preview has a sigma PNG of SR size, rendered from the
+    map in the result zip (linear, 0 .. sigma_max) for .npy, FITS (SIGMA HDU, shown flipped
+    like its image) and PNG (``_sigma.tif``) inputs; without them, previews have none."""
+    from astropy.io import fits
+
+    app = create_app(Settings(model="hybrid", work_dir=tmp_path / "jobs", previews=3))
+    img = lens_image(3, (24, 20))
+    png = io.BytesIO()
+    Image.fromarray(np.uint8(np.clip(img / img.max(), 0, 1) * 255)).save(png, format="PNG")
+    files = [("a.npy", npy_bytes(img)), ("b.fits", fits_bytes(img)), ("c.png", png.getvalue())]
+    with TestClient(app, base_url=LOCAL) as client:
+        job = wait(client, submit(client, files, model="hybrid", uncertainty="true").json()["id"],
+                   timeout=120)  # fmt: skip
+        assert job["status"] == "done", job
+        result = zipfile.ZipFile(io.BytesIO(client.get(job["result"]).content))
+        maps = {
+            "a.npy": np.load(io.BytesIO(result.read("a_sigma.npy"))),
+            "b.fits": np.flipud(fits.open(io.BytesIO(result.read("b.fits")))["SIGMA"].data),
+            "c.png": np.asarray(Image.open(io.BytesIO(result.read("c_sigma.tif")))),
+        }
+        assert [p["name"] for p in job["previews"]] == ["a.npy", "b.fits", "c.png"]
+        for p in job["previews"]:
+            sigma = maps[p["name"]].astype(np.float64)
+            shown = np.asarray(Image.open(io.BytesIO(client.get(p["sigma"]).content)))
+            assert shown.shape == sigma.shape == (48, 40)
+            assert p["sigma_max"] == pytest.approx(np.percentile(sigma, 99.5), rel=1e-5)
+            expected = np.rint(np.clip(sigma / p["sigma_max"], 0, 1) * 255)
+            assert np.abs(shown - expected).max() <= 1
+            assert shown.std() > 0
+        plain = wait(client, submit(client, files[:1], model="hybrid").json()["id"], timeout=120)
+        assert plain["previews"][0]["sigma"] is None
+        url = f"/api/jobs/{plain['id']}/preview/0/sigma.png"
+        assert client.get(url).status_code == 404

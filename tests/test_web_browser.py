@@ -142,9 +142,10 @@ def page(browser, server):
     context.close()
 
 
-def wait_done(page) -> str:
+def wait_done(page, timeout: float = 30_000) -> str:
     page.wait_for_function(
-        "() => /^(Done|Failed)/.test(document.getElementById('status').textContent)"
+        "() => /^(Done|Failed)/.test(document.getElementById('status').textContent)",
+        timeout=timeout,
     )
     return page.text_content("#status")
 
@@ -306,3 +307,29 @@ def test_download_of_an_expired_result_says_so(page, server: str, tmp_path: Path
     page.wait_for_function("() => document.getElementById('status').textContent === 'Failed'")
     assert "expired or was cancelled" in page.text_content("#message")
     assert page.is_hidden("#download")
+
+
+def test_sigma_maps_are_shown_beside_the_slider(page, tmp_path: Path) -> None:
+    """With "1-sigma maps" checked (a model with a sigma head), each preview shows the SR
+    image's sigma map beside the slider, at SR size, labelled with its display range."""
+    src = tmp_path / "two.zip"
+    with zipfile.ZipFile(src, "w") as zf:
+        for i in range(2):
+            zf.writestr(f"lens{i}.npy", npy_bytes(lens_image(i, (30, 30))))
+    page.select_option("#model", "hybrid")
+    assert page.is_enabled("#uncertainty")
+    page.check("#uncertainty")
+    page.set_input_files("#files", str(src))
+    page.click("#start")
+    status = wait_done(page, timeout=240_000)  # loads the hybrid model first
+    assert status.startswith("Done: 2 images"), status
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.sigma-map img')]"
+        ".every(i => i.complete && i.naturalWidth === 60) "
+        "&& document.querySelectorAll('.sigma-map img').length === 2"
+    )
+    assert page.locator(".with-sigma .compare").count() == 2
+    assert page.text_content(".sigma-map .tag").startswith("1σ 0 – ")
+    page.screenshot(path=str(SHOTS / "web-sigma.png"), full_page=True)
+    page.select_option("#model", "bicubic")
+    assert not page.is_enabled("#uncertainty") and not page.is_checked("#uncertainty")

@@ -4,7 +4,7 @@ API:
     ``POST /api/jobs`` (multipart ``files[]``, ``model``, ``scale``, ``tta``) -> ``{id, total}``
     ``GET /api/jobs/{id}`` -> status, progress, processed, skipped ``[{name, reason}]``, previews
     ``DELETE /api/jobs/{id}`` cancels a job (or deletes a finished one) and frees its files
-    ``GET /api/jobs/{id}/result.zip``, ``GET /api/jobs/{id}/preview/{k}/{lr|sr}.png``
+    ``GET /api/jobs/{id}/result.zip``, ``GET /api/jobs/{id}/preview/{k}/{lr|sr|sigma}.png``
     ``GET /api/models``, ``GET /healthz``
     An expired job answers 410 with a message saying so (unknown ids: 404).
 
@@ -38,7 +38,7 @@ from starlette.datastructures import UploadFile
 from lenssr import __version__
 from lenssr.errors import ConfigError, InputError, LenssrError
 from lenssr.web.jobs import BICUBIC, Job, JobManager, ServerBusy, zip_stats
-from lenssr.web.render import render_pair
+from lenssr.web.render import render_pair, render_sigma
 from lenssr.web.settings import Settings
 
 log = logging.getLogger("lenssr.web")
@@ -384,10 +384,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/api/jobs/{job_id}/preview/{k}/{which}.png")
     def api_preview(job_id: str, k: int, which: str) -> Response:
         job = _job(job_id)
-        if which not in ("lr", "sr") or not 0 <= k < len(job.previews):
+        if which not in ("lr", "sr", "sigma") or not 0 <= k < len(job.previews):
             raise HTTPException(404, "no such preview")
         preview = job.previews[k]
-        if which not in preview.png:
+        if which == "sigma":
+            if preview.sigma is None:
+                raise HTTPException(404, "this preview has no sigma map")
+            if which not in preview.png:
+                preview.png["sigma"] = render_sigma(preview.sigma)
+        elif which not in preview.png:
             preview.png["lr"], preview.png["sr"] = render_pair(preview.lr, preview.sr)
         return Response(
             preview.png[which], media_type="image/png", headers={"Cache-Control": "max-age=3600"}

@@ -63,12 +63,23 @@ class ServerBusy(LenssrError):
 
 @dataclass
 class Preview:
-    """A before/after pair shown on the page (rendered to PNG lazily, then cached)."""
+    """A before/after pair shown on the page (rendered to PNG lazily, then cached), with the
+    SR image's calibrated 1-sigma map when the job asked for it."""
 
     name: str
     lr: np.ndarray
     sr: np.ndarray
+    sigma: np.ndarray | None = None
     png: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def sigma_max(self) -> float | None:
+        """Top of the sigma map's display range (image units), None without a map."""
+        if self.sigma is None:
+            return None
+        from lenssr.web.render import sigma_limit
+
+        return sigma_limit(self.sigma)
 
 
 @dataclass
@@ -175,6 +186,12 @@ class Job:
                     "sr_shape": list(p.sr.shape),
                     "lr": f"/api/jobs/{self.id}/preview/{k}/lr.png",
                     "sr": f"/api/jobs/{self.id}/preview/{k}/sr.png",
+                    "sigma": (
+                        f"/api/jobs/{self.id}/preview/{k}/sigma.png"
+                        if p.sigma is not None
+                        else None
+                    ),
+                    "sigma_max": p.sigma_max,
                 }
                 for k, p in enumerate(self.previews)
             ],
@@ -314,9 +331,10 @@ def write_report(job: Job) -> None:
 
 def make_previews(job: Job, count: int) -> list[Preview]:
     """Before/after pairs for the first ``count`` processed images: LR from the job's input,
-    SR read back from the result zip (exactly what the user downloads). Images larger than
-    :data:`PREVIEW_MAX_PIXELS` at SR size are left out (memory). FITS images are shown with
-    their first row at the bottom, as ds9 and ``imshow(origin="lower")`` show them."""
+    SR (and, for ``job.uncertainty``, its 1-sigma map) read back from the result zip (exactly
+    what the user downloads). Images larger than :data:`PREVIEW_MAX_PIXELS` at SR size are left
+    out (memory). FITS images are shown with their first row at the bottom, as ds9 and
+    ``imshow(origin="lower")`` show them."""
     from lenssr.io import read_image
 
     names = job.processed[:count]
@@ -332,11 +350,36 @@ def make_previews(job: Job, count: int) -> list[Preview]:
             lr = lr_img.data
             if lr.size * job.scale**2 > PREVIEW_MAX_PIXELS:
                 continue
-            sr = read_image(zout.read(name), name=name).data
+            raw = zout.read(name)
+            sr = read_image(raw, name=name).data
+            sigma = _read_sigma(zout, name, raw, lr_img.fmt) if job.uncertainty else None
             if lr_img.fmt == "fits":
                 lr, sr = np.flipud(lr), np.flipud(sr)
-            previews.append(Preview(name=name, lr=lr, sr=sr))
+                sigma = None if sigma is None else np.flipud(sigma)
+            previews.append(Preview(name=name, lr=lr, sr=sr, sigma=sigma))
     return previews
+
+
+def _read_sigma(zout: zipfile.ZipFile, name: str, raw: bytes, fmt: str) -> np.ndarray | None:
+    """The 1-sigma map written beside result ``name`` (its FITS ``SIGMA`` HDU, or the
+    ``<stem>_sigma.npy`` / ``.tif`` member); None when there is none."""
+    from lenssr.io import read_image
+    from lenssr.io.batch import sidecar_name
+
+    if fmt == "fits":
+        import io
+
+        from astropy.io import fits
+
+        with fits.open(io.BytesIO(raw)) as hdul:
+            if "SIGMA" not in hdul:
+                return None
+            return np.asarray(hdul["SIGMA"].data, dtype=np.float32)
+    twin = sidecar_name(name, "sigma", "npy" if fmt == "npy" else "tiff")
+    try:
+        return read_image(zout.read(twin), name=twin).data
+    except KeyError:
+        return None
 
 
 class JobManager:

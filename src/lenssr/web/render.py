@@ -3,6 +3,7 @@
 The pipeline itself never quantises; only these previews are 8-bit. The LR and SR images of a
 pair share one stretch (taken from the LR image) so their brightness is directly comparable, and
 the LR image is shown nearest-neighbour upsampled to the SR size (its true pixels, no smoothing).
+A 1-sigma map is shown on a linear scale from 0 to :func:`sigma_limit`.
 """
 
 from __future__ import annotations
@@ -65,3 +66,17 @@ def render_pair(lr: np.ndarray, sr: np.ndarray) -> tuple[bytes, bytes]:
     lo, hi = stretch_limits(lr)
     lr_big = upsample_nearest(lr, sr.shape)
     return to_png(asinh_stretch(lr_big, lo, hi)), to_png(asinh_stretch(sr, lo, hi))
+
+
+def sigma_limit(sigma: np.ndarray) -> float:
+    """Top of a 1-sigma map's linear display range: its 99.5th percentile of finite pixels
+    (the image's units; 1.0 for an empty or zero map)."""
+    finite = sigma[np.isfinite(sigma)]
+    top = float(np.percentile(finite, 99.5)) if finite.size else 0.0
+    return top if top > 0 else 1.0
+
+
+def render_sigma(sigma: np.ndarray) -> bytes:
+    """PNG bytes of a 1-sigma map, linear from 0 (black) to :func:`sigma_limit` (white)."""
+    unit = np.nan_to_num(np.asarray(sigma, dtype=np.float64) / sigma_limit(sigma), nan=0.0)
+    return to_png(unit)

@@ -229,7 +229,28 @@ function makeCompare(p) {
   const dims = document.createElement("span");
   dims.textContent = `${p.lr_shape[1]}×${p.lr_shape[0]} → ${p.sr_shape[1]}×${p.sr_shape[0]}`;
   cap.append(name, dims);
-  fig.append(box, cap);
+  if (!p.sigma) {
+    fig.append(box, cap);
+    return fig;
+  }
+  // the calibrated 1-sigma map beside the slider, on a linear scale 0 .. sigma_max
+  const pair = document.createElement("div");
+  pair.className = "pair";
+  const sbox = document.createElement("div");
+  sbox.className = "sigma-map";
+  sbox.style.setProperty("--ratio", `${p.sr_shape[1]} / ${p.sr_shape[0]}`);
+  const sig = new Image();
+  sig.className = "sigma";
+  sig.src = p.sigma;
+  sig.alt = `1-sigma ${p.name}`;
+  const tagS = document.createElement("span");
+  tagS.className = "tag s";
+  tagS.textContent = `1σ 0 – ${Number(p.sigma_max).toPrecision(3)}`;
+  tagS.title = "calibrated 1-sigma of each SR pixel, in the image's units (black 0, white the value shown)";
+  sbox.append(sig, tagS);
+  pair.append(box, sbox);
+  fig.classList.add("with-sigma");
+  fig.append(pair, cap);
   return fig;
 }
 
