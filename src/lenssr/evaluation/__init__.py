@@ -5,46 +5,19 @@ Exports are lazy so ``import lenssr.evaluation`` (and ``lenssr --help``) does no
 
 from __future__ import annotations
 
-from typing import Any
+from lenssr.lazy import exported_names, lazy_exports
 
-__all__ = [
-    "EvaluationResult",
-    "ModelResult",
-    "evaluate",
-    "flux_consistency",
-    "hallucination_number",
-    "mse",
-    "plot_examples",
-    "plot_power_spectrum_ratio",
-    "power_spectrum_ratio",
-    "psnr",
-    "psnr_torch",
-    "radial_power_spectrum",
-    "ssim",
-    "ssim_torch",
-]
-
-_WHERE = {
-    "EvaluationResult": "lenssr.evaluation.evaluator",
-    "ModelResult": "lenssr.evaluation.evaluator",
-    "evaluate": "lenssr.evaluation.evaluator",
-    "plot_examples": "lenssr.evaluation.evaluator",
-    "flux_consistency": "lenssr.evaluation.flux",
-    "hallucination_number": "lenssr.evaluation.spectrum",
-    "plot_power_spectrum_ratio": "lenssr.evaluation.spectrum",
-    "power_spectrum_ratio": "lenssr.evaluation.spectrum",
-    "radial_power_spectrum": "lenssr.evaluation.spectrum",
-    "mse": "lenssr.evaluation.metrics",
-    "psnr": "lenssr.evaluation.metrics",
-    "psnr_torch": "lenssr.evaluation.metrics",
-    "ssim": "lenssr.evaluation.metrics",
-    "ssim_torch": "lenssr.evaluation.metrics",
+_EXPORTS = {
+    "lenssr.evaluation.evaluator": ["EvaluationResult", "ModelResult", "evaluate", "plot_examples"],
+    "lenssr.evaluation.flux": ["flux_consistency"],
+    "lenssr.evaluation.spectrum": [
+        "hallucination_number",
+        "plot_power_spectrum_ratio",
+        "power_spectrum_ratio",
+        "radial_power_spectrum",
+    ],
+    "lenssr.evaluation.metrics": ["mse", "psnr", "psnr_torch", "ssim", "ssim_torch"],
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        import importlib
-
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'lenssr.evaluation' has no attribute {name!r}")
+__all__ = exported_names(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -5,30 +5,13 @@ Exports are lazy so ``import lenssr.inference`` (and ``lenssr --help``) does not
 
 from __future__ import annotations
 
-from typing import Any
+from lenssr.lazy import exported_names, lazy_exports
 
-__all__ = [
-    "OnnxSRModel",
-    "SRModel",
-    "export_onnx",
-    "load_model",
-    "load_onnx_model",
-    "upscale_path",
-]
-
-_WHERE = {
-    "SRModel": "lenssr.inference.api",
-    "load_model": "lenssr.inference.api",
-    "OnnxSRModel": "lenssr.inference.onnx_export",
-    "export_onnx": "lenssr.inference.onnx_export",
-    "load_onnx_model": "lenssr.inference.onnx_export",
-    "upscale_path": "lenssr.inference.upscale",
+_EXPORTS = {
+    "lenssr.inference.api": ["SRModel", "load_model"],
+    "lenssr.inference.onnx_export": ["OnnxSRModel", "export_onnx", "load_onnx_model"],
+    "lenssr.inference.upscale": ["upscale_path"],
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        import importlib
-
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'lenssr.inference' has no attribute {name!r}")
+__all__ = exported_names(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

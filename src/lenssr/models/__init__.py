@@ -11,32 +11,22 @@ have ``forward_pyramid(x) -> [x2, x4, ...]``.
 
 from __future__ import annotations
 
-from typing import Any
+from lenssr.lazy import exported_names, lazy_exports
 
 # Exports load on first use, so `import lenssr.models` (and `lenssr --help`) does not import
 # torch; the registry imports the built-in architecture files when it is first asked.
-_WHERE = {
-    "check_scale": "lenssr.models.scales",
-    "count_parameters": "lenssr.models.arch_util",
-    "load_checkpoint": "lenssr.models.checkpoint",
-    "model_descriptor": "lenssr.models.checkpoint",
-    "read_descriptor": "lenssr.models.checkpoint",
-    "save_checkpoint": "lenssr.models.checkpoint",
-    "create_model": "lenssr.models.registry",
-    "get_model_class": "lenssr.models.registry",
-    "list_models": "lenssr.models.registry",
-    "register_model": "lenssr.models.registry",
-    "model_card": "lenssr.models.zoo",
-    "shipped_models": "lenssr.models.zoo",
-    "weights_dir": "lenssr.models.zoo",
+_EXPORTS = {
+    "lenssr.models.scales": ["check_scale"],
+    "lenssr.models.arch_util": ["count_parameters"],
+    "lenssr.models.checkpoint": [
+        "load_checkpoint",
+        "model_descriptor",
+        "read_descriptor",
+        "save_checkpoint",
+    ],
+    "lenssr.models.registry": ["create_model", "get_model_class", "list_models", "register_model"],
+    "lenssr.models.zoo": ["model_card", "shipped_models", "weights_dir"],
 }
 
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        import importlib
-
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'lenssr.models' has no attribute {name!r}")
+__all__ = exported_names(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

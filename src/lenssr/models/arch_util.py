@@ -28,6 +28,7 @@ __all__ = [
     "pad_to_multiple",
     "pyramid_levels",
     "pyramid_scales",
+    "quiet_init",
 ]
 
 
@@ -51,6 +52,22 @@ def default_init_weights(module: nn.Module | list[nn.Module], scale: float = 1.0
                 m.weight.mul_(scale)
                 if m.bias is not None:
                     m.bias.zero_()
+
+
+@torch.no_grad()
+def quiet_init(module: nn.Module, std: float = 0.0, bias: float = 0.0) -> None:
+    """Start a layer (nearly) silent: weight ``N(0, std)`` (zero when ``std`` is 0), bias
+    ``bias``.
+
+    A residual branch, FiLM head or output head initialised like this leaves the network's
+    skip path (the identity, the bicubic image) in charge at the start of training.
+    """
+    if std > 0:
+        nn.init.normal_(module.weight, std=std)
+    else:
+        nn.init.zeros_(module.weight)
+    if module.bias is not None:
+        nn.init.constant_(module.bias, bias)
 
 
 def make_layer(block: Callable[[], nn.Module], num: int) -> nn.Sequential:

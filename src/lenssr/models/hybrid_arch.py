@@ -37,6 +37,7 @@ from lenssr.models.arch_util import (
     pad_to_multiple,
     pyramid_levels,
     pyramid_scales,
+    quiet_init,
 )
 from lenssr.models.registry import register_model
 
@@ -148,8 +149,7 @@ class TransformerStage(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
-        nn.init.zeros_(self.fuse.weight)
-        nn.init.zeros_(self.fuse.bias)
+        quiet_init(self.fuse)
 
     def positional_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """Positional embeddings for a ``grid_h`` x ``grid_w`` token grid: ``(1, N, E)``.
@@ -195,8 +195,7 @@ class ConditionEncoder(nn.Module):
         )
         self.heads = nn.ModuleList(nn.Linear(hidden, 2 * num_feat) for _ in range(num_blocks))
         for head in self.heads:
-            nn.init.zeros_(head.weight)
-            nn.init.zeros_(head.bias)
+            quiet_init(head)
 
     def forward(self, cond: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         h = self.mlp(cond - self.center)
@@ -328,8 +327,7 @@ class HybridSR(nn.Module):
         if sigma_head:
             self.to_log_sigma = nn.ModuleList(nn.Conv2d(num_feat, 1, 3, 1, 1) for _ in range(n_up))
             for conv in self.to_log_sigma:
-                nn.init.zeros_(conv.weight)
-                nn.init.constant_(conv.bias, -4.0)
+                quiet_init(conv, bias=-4.0)
         #: the conditioning used when a conditioned model is called without one (the default
         #: preset's LR camera, 1.8 LR pixels, at a typical relative noise)
         self.register_buffer(

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from lenssr.errors import LenssrError
-from lenssr.models.arch_util import bicubic_upsample, check_scale
+from lenssr.models.arch_util import bicubic_upsample, check_scale, quiet_init
 from lenssr.models.registry import register_model
 
 
@@ -45,8 +45,7 @@ class SRCNN(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(num_feat2, 1, ks[2], padding=ks[2] // 2),
         )
-        nn.init.normal_(self.body[-1].weight, std=1e-3)
-        nn.init.zeros_(self.body[-1].bias)
+        quiet_init(self.body[-1], std=1e-3)
 
     def forward(self, x: torch.Tensor, scale: int | None = None) -> torch.Tensor:
         """``(B, 1, h, w) -> (B, 1, s*h, s*w)`` (``scale``: None or ``self.scale``)."""

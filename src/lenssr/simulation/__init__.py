@@ -7,43 +7,16 @@ Public API: :func:`load_preset`, :func:`simulate`, :func:`degrade_array`, :func:
 
 from __future__ import annotations
 
-from lenssr.simulation.presets import (
-    Instrument,
-    Preset,
-    available_presets,
-    load_preset,
-    parse_overrides,
-    preset_from_config,
-)
+from lenssr.lazy import exported_names, lazy_exports
+from lenssr.simulation import presets
 
-__all__ = [
-    "CLASSES",
-    "Instrument",
-    "Preset",
-    "Renderer",
-    "available_presets",
-    "degrade_array",
-    "degrade_path",
-    "load_preset",
-    "parse_overrides",
-    "preset_from_config",
-    "sample_system",
-    "simulate",
-]
-
-_LAZY = {
-    "CLASSES": "lenssr.simulation.sampling",
-    "sample_system": "lenssr.simulation.sampling",
-    "Renderer": "lenssr.simulation.render",
-    "simulate": "lenssr.simulation.writer",
-    "degrade_array": "lenssr.simulation.degrade",
-    "degrade_path": "lenssr.simulation.degrade",
+_EXPORTS = {
+    "lenssr.simulation.presets": presets.__all__,  # imported now: cheap, no torch
+    "lenssr.simulation.sampling": ["CLASSES", "sample_system"],
+    "lenssr.simulation.render": ["Renderer"],
+    "lenssr.simulation.writer": ["simulate"],
+    "lenssr.simulation.degrade": ["degrade_array", "degrade_path"],
 }
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'lenssr.simulation' has no attribute {name!r}")
+__all__ = exported_names(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

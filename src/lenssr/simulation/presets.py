@@ -2,7 +2,8 @@
 
 A preset is a YAML file in ``lenssr/simulation/presets/`` (or any YAML path). Every value can be
 overridden with a nested dict, a YAML file, or dotted ``key=value`` strings
-(``lr.psf_fwhm=0.2``, ``subhalos.n=500``). Unknown keys raise :class:`ConfigError` naming the key.
+(``lr.psf_fwhm=0.2``, ``subhalos.n=500``). Files and overrides are read by :mod:`lenssr.config`;
+unknown keys raise :class:`ConfigError` naming the file (or ``overrides``) and the key.
 
 Distribution values (used by :mod:`lenssr.simulation.sampling`): a number is fixed,
 ``[lo, hi]`` is uniform, ``{loguniform: [lo, hi]}`` is log-uniform.

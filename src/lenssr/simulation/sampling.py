@@ -71,6 +71,16 @@ def ellipticity(q: float, phi: float) -> tuple[float, float]:
     return e * np.cos(2.0 * phi), e * np.sin(2.0 * phi)
 
 
+def draw_sersic(spec: dict, rng: np.random.Generator, section: str) -> dict[str, float]:
+    """An elliptical Sersic component from the preset section ``section`` (``spec``): the
+    ``{section}_`` parameters ``amp``, ``r_sersic`` [arcsec], ``n_sersic``, ``q``, ``phi``
+    [rad] (drawn in this order) and the lenstronomy ``e1``, ``e2`` they give."""
+    keys = ("amp", "r_sersic", "n_sersic", "q", "phi")
+    p = {f"{section}_{key}": draw(spec[key], rng, f"{section}.{key}") for key in keys}
+    p[f"{section}_e1"], p[f"{section}_e2"] = ellipticity(p[f"{section}_q"], p[f"{section}_phi"])
+    return p
+
+
 @dataclass
 class System:
     """One lens system: scalar parameters plus substructure point lists.
@@ -128,20 +138,10 @@ def sample_system(
     p["lens_x"], p["lens_y"] = (float(v) for v in rng.uniform(-c, c, 2)) if c > 0 else (0.0, 0.0)
 
     # lens light: elliptical Sersic at the lens centre
-    p["lens_light_amp"] = draw(light["amp"], rng, "lens_light.amp")
-    p["lens_light_r_sersic"] = draw(light["r_sersic"], rng, "lens_light.r_sersic")
-    p["lens_light_n_sersic"] = draw(light["n_sersic"], rng, "lens_light.n_sersic")
-    p["lens_light_q"] = draw(light["q"], rng, "lens_light.q")
-    p["lens_light_phi"] = draw(light["phi"], rng, "lens_light.phi")
-    p["lens_light_e1"], p["lens_light_e2"] = ellipticity(p["lens_light_q"], p["lens_light_phi"])
+    p.update(draw_sersic(light, rng, "lens_light"))
 
     # source: elliptical Sersic near the caustic centre, plus Gaussian star-forming knots
-    p["source_amp"] = draw(src["amp"], rng, "source.amp")
-    p["source_r_sersic"] = draw(src["r_sersic"], rng, "source.r_sersic")
-    p["source_n_sersic"] = draw(src["n_sersic"], rng, "source.n_sersic")
-    p["source_q"] = draw(src["q"], rng, "source.q")
-    p["source_phi"] = draw(src["phi"], rng, "source.phi")
-    p["source_e1"], p["source_e2"] = ellipticity(p["source_q"], p["source_phi"])
+    p.update(draw_sersic(src, rng, "source"))
     pos = src["position"]
     r_max = float(pos["r_max"]) * (p["theta_e"] if pos.get("unit") == "theta_e" else 1.0)
     if pos["mode"] == "disk":
