@@ -173,3 +173,36 @@ def test_grad_clip_changes_the_update(blob_pairs: Path, tmp_path: Path, train_co
         Engine("supervised", cfg, quiet=True).run()
         weights[clip] = load_file(out / "last.safetensors")
     assert any(not torch.equal(weights[None][k], weights[1e-6][k]) for k in weights[None])
+
+
+def test_resume_reads_the_state_file_of_the_trainer_before_the_engine(
+    blob_pairs: Path, tmp_path: Path, train_config
+) -> None:
+    """A run interrupted under the older single-task trainer (one optimiser, raw weights in
+    last.safetensors, the stream position as epoch and batch) resumes exactly."""
+    sched, val = {"warmup_steps": 2, "total_steps": 8}, {"every_steps": 4, "max_images": 4}
+    full = train_config(blob_pairs, tmp_path / "full", steps=8, schedule=sched, val=val)
+    train(full, quiet=True)
+    part = train_config(blob_pairs, tmp_path / "part", steps=4, schedule=sched, val=val)
+    train(part, quiet=True)
+    path = tmp_path / "part/last.state.pt"
+    new = torch.load(path, weights_only=False)
+    old = {
+        "step": new["step"],
+        "epoch": new["batches"]["epoch"],
+        "batch_in_epoch": new["batches"]["batch_in_epoch"],
+        "elapsed_s": new["elapsed_s"],
+        "best_psnr": new["best"],
+        "optimizer": new["optimizers"]["model"],
+        "ema": new["ema"],
+        "scaler": new["scalers"]["model"],
+        "rng": new["rng"],
+        "world_size": 1,
+        "history": new["history"],
+    }
+    torch.save(old, path)
+    train({**part, "budget": {"steps": 8}}, resume=True, quiet=True)
+    for stem in ("last", "best"):
+        a = load_file(tmp_path / f"full/{stem}.safetensors")
+        b = load_file(tmp_path / f"part/{stem}.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), stem

@@ -545,11 +545,33 @@ class Engine:
                 old.unlink(missing_ok=True)
                 old.with_suffix(".json").unlink(missing_ok=True)
 
+    def _supervised_trainer_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """A ``last.state.pt`` of the supervised trainer before the engine (raw weights in
+        ``last.safetensors``, one optimiser) in the engine's layout, so such runs resume."""
+        from safetensors.torch import load_file
+
+        weights = self.out / "last.safetensors"
+        if not weights.is_file():
+            raise ConfigError(f"--resume: no last.safetensors beside {STATE_FILE} in {self.out}")
+        return {
+            **state,
+            "task": "SupervisedTask",
+            "batches": {"epoch": state["epoch"], "batch_in_epoch": state["batch_in_epoch"]},
+            "best": state["best_psnr"],
+            "last_metrics": None,
+            "modules": {"model": load_file(str(weights), device="cpu")},
+            "optimizers": {"model": state["optimizer"]},
+            "scalers": {"model": state["scaler"]},
+            "task_state": {},
+        }
+
     def _load_last(self) -> None:
         path = self.out / STATE_FILE
         if not path.is_file():
             raise ConfigError(f"--resume: no {STATE_FILE} in {self.out} (nothing to resume)")
         state = torch.load(path, map_location="cpu", weights_only=False)
+        if "modules" not in state and "optimizer" in state and "scaler" in state:
+            state = self._supervised_trainer_state(state)
         if "modules" not in state or state.get("task") != self.task_cls.__name__:
             raise ConfigError(f"--resume: {path} is not the state of a {self.task_cls.__name__}")
         try:
