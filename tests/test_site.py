@@ -95,8 +95,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_export_writes_page_models_and_runtime(site: Path) -> None:
     for rel in ("index.html", "boot.js", "app.js", "worker.js", "lib/pipeline.js", "offline.js"):
         assert (site / rel).is_file(), rel
-    web_css = Path(__file__).parents[1] / "src/lenssr/web/static/style.css"
-    assert (site / "style.css").read_text() == web_css.read_text()
+    web = Path(__file__).parents[1] / "src/lenssr/web/static"
+    for rel in ("style.css", "ui.js"):  # shared with lenssr serve's page
+        assert (site / rel).read_text() == (web / rel).read_text(), rel
     vendor_files = {p.name for p in (site / "vendor").iterdir()}
     assert {"ort.webgpu.bundle.min.mjs", "ort-wasm-simd-threaded.asyncify.wasm"} <= vendor_files
     assert "fflate.mjs" in vendor_files and "LICENSES.txt" in vendor_files
@@ -108,6 +109,9 @@ def test_export_writes_page_models_and_runtime(site: Path) -> None:
     # nothing on the page points outside the site
     html = (site / "index.html").read_text()
     assert "http://" not in html and "https://" not in html
+    # written from lenssr serve's page: the site's parts in, the server's out
+    assert 'id="runtime"' in html and 'id="images-box"' in html and 'src="boot.js"' in html
+    assert 'id="cancel"' not in html and "/static/" not in html and "<!--" not in html
 
 
 def test_export_without_runtime_files_says_how_to_build(tmp_path: Path, monkeypatch) -> None:

@@ -137,7 +137,7 @@ def test_models_health_and_page(client: TestClient) -> None:
     assert body["default"] == "bicubic"
     page = client.get("/")
     assert page.status_code == 200 and 'id="drop"' in page.text
-    for asset in ("/static/app.js", "/static/style.css"):
+    for asset in ("/static/app.js", "/static/ui.js", "/static/style.css"):
         assert client.get(asset).status_code == 200
     # Everything is served locally: no external scripts or styles.
     assert "http" not in page.text.replace('"http-equiv"', "")

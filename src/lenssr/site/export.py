@@ -2,11 +2,12 @@
 
 The folder holds
 
-* ``index.html``, ``boot.js`` (starts the page, served or opened from disk), ``app.js`` (page),
-  ``worker.js`` (the pipeline, in a Web Worker) and
-  ``lib/*.js`` (file formats, normalisation, tiling), from ``lenssr/site/static``;
-* ``style.css``, the stylesheet of ``lenssr serve``'s page (copied, so both look the same), and
-  ``site.css`` with the few rules of this page only;
+* ``boot.js`` (starts the page, served or opened from disk), ``app.js`` (page),
+  ``worker.js`` (the pipeline, in a Web Worker), ``lib/*.js`` (file formats, normalisation,
+  tiling) and ``site.css`` (the few rules of this page only), from ``lenssr/site/static``;
+* what the page shares with ``lenssr serve``'s, from ``lenssr/web/static``: ``index.html``,
+  written from that page's template by :func:`site_page`, ``style.css`` and ``ui.js`` (the
+  drop zone, progress, refused files, before/after previews), copied;
 * ``models/<name>-x<scale>.onnx``, the graphs the CLI runs (the ONNX Runtime export cache of
   :func:`lenssr.inference.backend.cached_onnx`, parity-checked against PyTorch), and
   ``models/models.json``, what the page needs of each descriptor;
@@ -34,7 +35,11 @@ from lenssr.errors import LenssrError
 from lenssr.site import vendor
 
 STATIC = Path(__file__).parent / "static"
-WEB_STYLE = Path(__file__).parent.parent / "web" / "static" / "style.css"
+WEB_STATIC = Path(__file__).parent.parent / "web" / "static"
+#: Files of lenssr serve's page the site uses as they are.
+WEB_SHARED: tuple[str, ...] = ("style.css", "ui.js")
+#: Modules of the page in dependency order.
+PAGE_MODULES: tuple[str, ...] = ("ui.js", "app.js")
 #: Models exported when none are named.
 DEFAULT_MODELS: tuple[str, ...] = ("hybrid",)
 #: Modules of the worker in dependency order (each imports only modules before it).
@@ -48,15 +53,24 @@ WORKER_MODULES: tuple[str, ...] = (
     "worker.js",
 )
 _RELATIVE_IMPORT = re.compile(r'(from\s*)"(\.{1,2}/[^"]+)"')
+_SERVE_ONLY = re.compile(r"<!--serve-->.*?<!--/serve-->", re.DOTALL)
+_SITE_ONLY = re.compile(r"<!--site\s(.*?)-->", re.DOTALL)
 
 
-def _offline_source(path: str, text: str) -> str:
+def site_page(template: str) -> str:
+    """The site's ``index.html`` from ``lenssr serve``'s page ``template``: without what lies
+    between ``<!--serve-->`` and ``<!--/serve-->``, with the markup of ``<!--site ...-->``
+    comments."""
+    return _SITE_ONLY.sub(r"\1", _SERVE_ONLY.sub("", template))
+
+
+def _offline_source(path: str, text: str, modules: Sequence[str]) -> str:
     """``text`` of the module at ``path`` with its relative imports as ``"@lenssr/<path>"``
-    (boot.js's worker loader replaces them with blob: URLs)."""
+    (boot.js replaces them with blob: URLs); each must be one of ``modules``."""
 
     def resolve(m: re.Match) -> str:
         target = posixpath.normpath(posixpath.join(posixpath.dirname(path), m.group(2)))
-        if target not in WORKER_MODULES:
+        if target not in modules:
             raise LenssrError(f"{path} imports {m.group(2)}, not a module of the offline site")
         return f'{m.group(1)}"@lenssr/{target}"'
 
@@ -64,16 +78,19 @@ def _offline_source(path: str, text: str) -> str:
 
 
 def write_offline(dest: Path, manifest: dict[str, Any]) -> Path:
-    """``dest/offline.js``: ``self.LENSSR_OFFLINE = {sources, order, binaries, manifest}`` with
-    the page's and worker's scripts, the WASM runtime and the models (base64)."""
-    sources = {"app.js": (dest / "app.js").read_text()}
-    for path in WORKER_MODULES:
-        sources[path] = _offline_source(path, (dest / path).read_text())
+    """``dest/offline.js``: ``self.LENSSR_OFFLINE = {sources, page, order, binaries, manifest}``
+    with the page's and worker's scripts (``page`` and ``order``: their modules in dependency
+    order), the WASM runtime and the models (base64)."""
+    sources = {}
+    for modules in (PAGE_MODULES, WORKER_MODULES):
+        for path in modules:
+            sources[path] = _offline_source(path, (dest / path).read_text(), modules)
     binaries = {"vendor/ort-wasm-simd-threaded.asyncify.wasm": None}
     binaries.update({f"models/{m['file']}": None for m in manifest["models"]})
     for path in binaries:
         binaries[path] = base64.b64encode((dest / path).read_bytes()).decode("ascii")
-    data = {"sources": sources, "order": list(WORKER_MODULES), "binaries": binaries}
+    data = {"sources": sources, "page": list(PAGE_MODULES), "order": list(WORKER_MODULES)}
+    data["binaries"] = binaries
     data["manifest"] = manifest
     out = dest / "offline.js"
     out.write_text(
@@ -141,7 +158,9 @@ def export_site(
     dest.mkdir(parents=True, exist_ok=True)
 
     shutil.copytree(STATIC, dest, dirs_exist_ok=True)
-    shutil.copyfile(WEB_STYLE, dest / "style.css")
+    for name in WEB_SHARED:
+        shutil.copyfile(WEB_STATIC / name, dest / name)
+    (dest / "index.html").write_text(site_page((WEB_STATIC / "index.html").read_text()))
     shutil.copytree(vendor.VENDOR, dest / "vendor", dirs_exist_ok=True)
 
     entries = []

@@ -1,22 +1,16 @@
 // lenssr static site: choose/drop files, run the pipeline in a Web Worker (worker.js),
 // show per-image progress and before/after previews, offer the result zip for download.
-"use strict";
+// ui.js is lenssr serve's module of the parts both pages share (copied by lenssr export-site).
+import {
+  $, addOption, addPreview, doneText, resetJobCard, setProgress, setupDrop, showFailed,
+  showMessage, showNotes, showSelection, showSkipped,
+} from "./ui.js";
 
-const $ = (id) => document.getElementById(id);
 const state = { files: [], models: [], worker: null, url: null, running: false, names: [] };
-
-function fmtBytes(n) {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} kB`;
-  return `${(n / 1024 / 1024).toFixed(1)} MB`;
-}
 
 function setFiles(list) {
   state.files = Array.from(list || []);
-  const total = state.files.reduce((s, f) => s + f.size, 0);
-  if (state.files.length === 0) $("selection").textContent = "No files chosen";
-  else if (state.files.length === 1) $("selection").textContent = `${state.files[0].name} (${fmtBytes(total)})`;
-  else $("selection").textContent = `${state.files.length} files (${fmtBytes(total)})`;
+  showSelection(state.files);
   $("start").disabled = state.files.length === 0 || state.running;
 }
 
@@ -28,12 +22,7 @@ function fillScales() {
   const entries = state.models.filter((m) => m.name === $("model").value);
   const select = $("scale");
   select.innerHTML = "";
-  for (const m of entries) {
-    const opt = document.createElement("option");
-    opt.value = m.scale;
-    opt.textContent = `x${m.scale}`;
-    select.appendChild(opt);
-  }
+  for (const m of entries) addOption(select, m.scale, `x${m.scale}`);
   const instrument = entries.some((m) => m.conditioned || m.normalization === "noise");
   for (const key of ["psf_fwhm", "pixel_scale"]) $(key).disabled = !entries.some((m) => m.conditioned);
   $("noise_sigma").disabled = !instrument;
@@ -45,12 +34,7 @@ async function loadModels() {
   const select = $("model");
   for (const name of modelNames()) {
     const m = body.models.find((x) => x.name === name);
-    const opt = document.createElement("option");
-    opt.value = name;
-    opt.textContent = name;
-    opt.title = m.description;
-    if (name === body.default) opt.selected = true;
-    select.appendChild(opt);
+    addOption(select, name, name, { title: m.description, selected: name === body.default });
   }
   fillScales();
   const rt = body.runtime || {};
@@ -59,47 +43,15 @@ async function loadModels() {
     `${self.crossOriginIsolated ? " (multi-threaded)" : ""}; nothing is uploaded. lenssr ${body.lenssr_version}.`;
 }
 
-function showMessage(text) {
-  $("message").textContent = text || "";
-  $("message").hidden = !text;
-}
-
-function setProgress(fraction) {
-  const pct = Math.round(Math.max(0, Math.min(1, fraction)) * 1000) / 10;
-  $("bar-fill").style.width = `${pct}%`;
-  document.querySelector(".bar").setAttribute("aria-valuenow", String(Math.round(pct)));
-}
+// Progress moves within an image (tiles): the bar in steps of 0.1%.
+const progress = (fraction) => setProgress(fraction, 1000);
 
 function resetJob() {
-  $("job").hidden = false;
-  $("job").className = "card";
-  $("download").hidden = true;
-  $("skipped-box").hidden = true;
-  $("skipped").innerHTML = "";
+  resetJobCard();
   $("images").innerHTML = "";
   $("images-box").hidden = true;
-  $("previews").innerHTML = "";
-  $("previews-card").hidden = true;
   if (state.url) URL.revokeObjectURL(state.url);
   state.url = null;
-  showMessage("");
-  setProgress(0);
-}
-
-function showSkipped(skipped) {
-  $("skipped-box").hidden = skipped.length === 0;
-  $("skipped-title").textContent = `${skipped.length} file${skipped.length === 1 ? "" : "s"} refused`;
-  const ul = $("skipped");
-  ul.innerHTML = "";
-  for (const s of skipped) {
-    const li = document.createElement("li");
-    const code = document.createElement("code");
-    code.textContent = s.name;
-    const reason = document.createElement("span");
-    reason.textContent = `: ${s.reason}`;
-    li.append(code, reason);
-    ul.appendChild(li);
-  }
 }
 
 function listImages(names) {
@@ -137,11 +89,12 @@ function updateImage(msg, done) {
   }
   const n = state.names.length || 1;
   const within = msg.status === "running" ? msg.fraction || 0 : 1;
-  setProgress((msg.index + within) / n);
+  progress((msg.index + within) / n);
   $("status").textContent = `Upscaling x${$("scale").value} with ${$("model").value}: ${done} / ${state.names.length}`;
 }
 
-function makeCompare(p) {
+// The preview of the worker's "preview" message: its RGBA pixels (SR shape) as PNG data URLs.
+function preview(p) {
   const toUrl = (px) => {
     const c = document.createElement("canvas");
     c.width = p.sr_shape[1];
@@ -149,44 +102,7 @@ function makeCompare(p) {
     c.getContext("2d").putImageData(new ImageData(px, c.width, c.height), 0, 0);
     return c.toDataURL("image/png");
   };
-  const fig = document.createElement("figure");
-  const box = document.createElement("div");
-  box.className = "compare";
-  box.style.setProperty("--ratio", `${p.sr_shape[1]} / ${p.sr_shape[0]}`);
-  const sr = new Image();
-  sr.className = "sr";
-  sr.src = toUrl(p.sr);
-  sr.alt = `SR ${p.name}`;
-  const lr = new Image();
-  lr.className = "lr";
-  lr.src = toUrl(p.lr);
-  lr.alt = `LR ${p.name}`;
-  const divider = document.createElement("div");
-  divider.className = "divider";
-  const tagL = document.createElement("span");
-  tagL.className = "tag l";
-  tagL.textContent = `LR ${p.lr_shape[1]}×${p.lr_shape[0]}`;
-  const tagR = document.createElement("span");
-  tagR.className = "tag r";
-  tagR.textContent = `SR ${p.sr_shape[1]}×${p.sr_shape[0]}`;
-  const slider = document.createElement("input");
-  slider.type = "range";
-  slider.min = "0";
-  slider.max = "100";
-  slider.value = "50";
-  slider.className = "slider";
-  slider.setAttribute("aria-label", `compare LR and SR of ${p.name}`);
-  slider.addEventListener("input", () => box.style.setProperty("--pos", `${slider.value}%`));
-  box.append(sr, lr, divider, tagL, tagR, slider);
-  const cap = document.createElement("figcaption");
-  const name = document.createElement("b");
-  name.textContent = p.name;
-  name.title = p.name;
-  const dims = document.createElement("span");
-  dims.textContent = `${p.lr_shape[1]}×${p.lr_shape[0]} → ${p.sr_shape[1]}×${p.sr_shape[0]}`;
-  cap.append(name, dims);
-  fig.append(box, cap);
-  return fig;
+  return { name: p.name, lr_shape: p.lr_shape, sr_shape: p.sr_shape, lr: toUrl(p.lr), sr: toUrl(p.sr) };
 }
 
 function number(id) {
@@ -209,10 +125,7 @@ function tileFromUrl() {
 
 function fail(text) {
   state.running = false;
-  $("job").className = "card failed";
-  $("status").textContent = "Failed";
-  setProgress(1);
-  showMessage(text);
+  showFailed(text);
   $("start").disabled = state.files.length === 0;
 }
 
@@ -235,16 +148,13 @@ function worker() {
       if (msg.status === "refused") { skipped.push({ name: msg.name, reason: msg.reason }); showSkipped(skipped); }
       updateImage(msg, done);
     } else if (msg.type === "preview") {
-      $("previews").appendChild(makeCompare(msg));
-      $("previews-card").hidden = false;
+      addPreview(preview(msg));
     } else if (msg.type === "done") {
       state.running = false;
       $("job").className = "card done";
-      setProgress(1);
-      const n = msg.processed.length;
+      progress(1);
       $("status").textContent =
-        `Done: ${n} image${n === 1 ? "" : "s"} upscaled x${$("scale").value} in ${msg.elapsed.toFixed(1)} s` +
-        (msg.skipped.length ? `, ${msg.skipped.length} refused` : "");
+        doneText(msg.processed.length, $("scale").value, msg.elapsed, msg.skipped.length);
       $("status").dataset.elapsed = String(msg.elapsed);
       $("status").dataset.backend = msg.backend;
       showSkipped(msg.skipped);
@@ -253,7 +163,7 @@ function worker() {
       a.href = state.url;
       a.setAttribute("download", msg.download);
       a.hidden = false;
-      if (msg.notes.length) showMessage(msg.notes.map((x) => `${x.name}: ${x.note}`).join("\n"));
+      showNotes(msg.notes);
       $("start").disabled = state.files.length === 0;
     } else if (msg.type === "error") {
       fail(msg.message);
@@ -289,26 +199,7 @@ async function start() {
   worker().postMessage({ type: "run", files, model: $("model").value, opts }, files.map((f) => f.bytes.buffer));
 }
 
-function setupDrop() {
-  const drop = $("drop");
-  for (const ev of ["dragenter", "dragover"]) {
-    drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
-  }
-  for (const ev of ["dragleave", "drop"]) {
-    drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.remove("over"); });
-  }
-  drop.addEventListener("drop", (e) => {
-    if (e.dataTransfer && e.dataTransfer.files.length) setFiles(e.dataTransfer.files);
-  });
-  drop.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("files").click(); }
-  });
-  window.addEventListener("dragover", (e) => e.preventDefault());
-  window.addEventListener("drop", (e) => e.preventDefault());
-}
-
-$("files").addEventListener("change", (e) => setFiles(e.target.files));
 $("model").addEventListener("change", fillScales);
 $("start").addEventListener("click", start);
-setupDrop();
+setupDrop(setFiles);
 loadModels().catch((e) => showMessage(`Could not load the model list (${e.message}).`));

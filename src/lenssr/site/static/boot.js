@@ -12,22 +12,27 @@
     document.head.appendChild(s);
     return;
   }
-  // The worker's first script: makes blob: URLs of the modules (dependencies first, the
-  // "@lenssr/<path>" import specifiers replaced by them), then imports worker.js.
+  // blob: URLs of the modules `order` (dependencies first) of `sources`, their
+  // "@lenssr/<path>" import specifiers replaced by the URLs of those modules.
+  function moduleUrls(sources, order) {
+    const urls = {};
+    for (const path of order) {
+      const code = sources[path].replace(/"@lenssr\/([^"]+)"/g, (m, p) => JSON.stringify(urls[p]));
+      urls[path] = URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
+    }
+    return urls;
+  }
+  // The worker's first script: makes blob: URLs of the worker's modules, imports worker.js.
   const LOADER = `
+    ${moduleUrls}
     let pending = [];
     self.onmessage = async (e) => {
       if (e.data.type !== "offline-init") { pending.push(e); return; }
       const { sources, order, files, manifest } = e.data;
       self.LENSSR_FILES = files;
       self.LENSSR_MANIFEST = manifest;
-      const urls = {};
-      for (const path of order) {
-        const code = sources[path].replace(/"@lenssr\\/([^"]+)"/g, (m, p) => JSON.stringify(urls[p]));
-        urls[path] = URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
-      }
       try {
-        await import(urls["worker.js"]);
+        await import(moduleUrls(sources, order)["worker.js"]);
       } catch (err) {
         postMessage({ type: "error", message: "the page's worker did not start: " + err });
         return;
@@ -58,7 +63,7 @@
       w.postMessage({ type: "offline-init", sources: O.sources, order: O.order, files, manifest: O.manifest });
       return w;
     };
-    import(URL.createObjectURL(new Blob([O.sources["app.js"]], { type: "text/javascript" })));
+    import(moduleUrls(O.sources, O.page)["app.js"]);
   };
   document.head.appendChild(s);
 })();

@@ -1,7 +1,9 @@
 // lenssr web page: choose/drop files, submit a job, poll its progress, show previews.
-"use strict";
+import {
+  $, INSTRUMENT_FIELDS, addOption, addPreview, doneText, resetJobCard, setProgress, setupDrop,
+  showFailed, showMessage, showNotes, showSelection, showSkipped,
+} from "./ui.js";
 
-const $ = (id) => document.getElementById(id);
 const state = { files: [], models: [], polling: null, job: null };
 
 // The job id lives in the page URL (#job=<id>) so a reload or a reopened tab finds it again.
@@ -25,22 +27,9 @@ function rememberJob(id) {
   history.replaceState(null, "", url);
 }
 
-function fmtBytes(n) {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} kB`;
-  return `${(n / 1024 / 1024).toFixed(1)} MB`;
-}
-
 function setFiles(list) {
   state.files = Array.from(list || []);
-  const total = state.files.reduce((s, f) => s + f.size, 0);
-  if (state.files.length === 0) {
-    $("selection").textContent = "No files chosen";
-  } else if (state.files.length === 1) {
-    $("selection").textContent = `${state.files[0].name} (${fmtBytes(total)})`;
-  } else {
-    $("selection").textContent = `${state.files.length} files (${fmtBytes(total)})`;
-  }
+  showSelection(state.files);
   $("start").disabled = state.files.length === 0;
 }
 
@@ -49,17 +38,13 @@ function fillScales() {
   const select = $("scale");
   select.innerHTML = "";
   for (const s of model ? model.scales : [2]) {
-    const opt = document.createElement("option");
-    opt.value = s;
-    opt.textContent = `x${s}`;
-    if (model && s === model.scale) opt.selected = true;
-    select.appendChild(opt);
+    addOption(select, s, `x${s}`, { selected: Boolean(model) && s === model.scale });
   }
   // the instrument fields and 1-sigma maps only apply to models that take / give them
   const sigma = Boolean(model && model.sigma);
   $("uncertainty").disabled = !sigma;
   if (!sigma) $("uncertainty").checked = false;
-  for (const key of ["psf_fwhm", "pixel_scale", "noise_sigma"]) {
+  for (const key of INSTRUMENT_FIELDS) {
     $(key).disabled = !(model && model.instrument);
   }
 }
@@ -70,12 +55,7 @@ async function loadModels() {
   state.models = body.models;
   const select = $("model");
   for (const m of body.models) {
-    const opt = document.createElement("option");
-    opt.value = m.name;
-    opt.textContent = m.name;
-    opt.title = m.description;
-    if (m.name === body.default) opt.selected = true;
-    select.appendChild(opt);
+    addOption(select, m.name, m.name, { title: m.description, selected: m.name === body.default });
   }
   fillScales();
   const l = body.limits;
@@ -84,30 +64,10 @@ async function loadModels() {
     `${l.max_pixels.toLocaleString()} pixels per image.`;
 }
 
-function showMessage(text) {
-  const box = $("message");
-  box.textContent = text || "";
-  box.hidden = !text;
-}
-
 function resetJob() {
   clearTimeout(state.polling);
-  $("job").hidden = false;
-  $("job").className = "card";
-  $("download").hidden = true;
+  resetJobCard();
   $("cancel").hidden = true;
-  $("skipped-box").hidden = true;
-  $("skipped").innerHTML = "";
-  $("previews").innerHTML = "";
-  $("previews-card").hidden = true;
-  showMessage("");
-  setProgress(0);
-}
-
-function setProgress(fraction) {
-  const pct = Math.round(Math.max(0, Math.min(1, fraction)) * 100);
-  $("bar-fill").style.width = `${pct}%`;
-  document.querySelector(".bar").setAttribute("aria-valuenow", String(pct));
 }
 
 function submit() {
@@ -120,7 +80,7 @@ function submit() {
   form.append("scale", $("scale").value);
   form.append("tta", $("tta").checked ? "true" : "false");
   form.append("uncertainty", $("uncertainty").checked ? "true" : "false");
-  for (const key of ["psf_fwhm", "pixel_scale", "noise_sigma"]) {
+  for (const key of INSTRUMENT_FIELDS) {
     if ($(key).value.trim() !== "") form.append(key, $(key).value.trim());
   }
 
@@ -167,97 +127,13 @@ async function cancelJob() {
 
 function fail(text) {
   $("cancel").hidden = true;
-  $("job").className = "card failed";
-  $("status").textContent = "Failed";
-  setProgress(1);
-  showMessage(text);
+  showFailed(text);
   $("start").disabled = state.files.length === 0;
-}
-
-function showSkipped(skipped) {
-  $("skipped-box").hidden = skipped.length === 0;
-  $("skipped-title").textContent =
-    `${skipped.length} file${skipped.length === 1 ? "" : "s"} refused`;
-  const ul = $("skipped");
-  if (ul.children.length === skipped.length) return;
-  ul.innerHTML = "";
-  for (const s of skipped) {
-    const li = document.createElement("li");
-    const code = document.createElement("code");
-    code.textContent = s.name;
-    const reason = document.createElement("span");
-    reason.textContent = `: ${s.reason}`;
-    li.append(code, reason);
-    ul.appendChild(li);
-  }
-}
-
-function makeCompare(p) {
-  const fig = document.createElement("figure");
-  const box = document.createElement("div");
-  box.className = "compare";
-  box.style.setProperty("--ratio", `${p.sr_shape[1]} / ${p.sr_shape[0]}`);
-  const sr = new Image();
-  sr.className = "sr";
-  sr.src = p.sr;
-  sr.alt = `SR ${p.name}`;
-  const lr = new Image();
-  lr.className = "lr";
-  lr.src = p.lr;
-  lr.alt = `LR ${p.name}`;
-  const divider = document.createElement("div");
-  divider.className = "divider";
-  const tagL = document.createElement("span");
-  tagL.className = "tag l";
-  tagL.textContent = `LR ${p.lr_shape[1]}×${p.lr_shape[0]}`;
-  const tagR = document.createElement("span");
-  tagR.className = "tag r";
-  tagR.textContent = `SR ${p.sr_shape[1]}×${p.sr_shape[0]}`;
-  const slider = document.createElement("input");
-  slider.type = "range";
-  slider.min = "0";
-  slider.max = "100";
-  slider.value = "50";
-  slider.className = "slider";
-  slider.setAttribute("aria-label", `compare LR and SR of ${p.name}`);
-  slider.addEventListener("input", () => box.style.setProperty("--pos", `${slider.value}%`));
-  box.append(sr, lr, divider, tagL, tagR, slider);
-  const cap = document.createElement("figcaption");
-  const name = document.createElement("b");
-  name.textContent = p.name;
-  name.title = p.name;
-  const dims = document.createElement("span");
-  dims.textContent = `${p.lr_shape[1]}×${p.lr_shape[0]} → ${p.sr_shape[1]}×${p.sr_shape[0]}`;
-  cap.append(name, dims);
-  if (!p.sigma) {
-    fig.append(box, cap);
-    return fig;
-  }
-  // the calibrated 1-sigma map beside the slider, on a linear scale 0 .. sigma_max
-  const pair = document.createElement("div");
-  pair.className = "pair";
-  const sbox = document.createElement("div");
-  sbox.className = "sigma-map";
-  sbox.style.setProperty("--ratio", `${p.sr_shape[1]} / ${p.sr_shape[0]}`);
-  const sig = new Image();
-  sig.className = "sigma";
-  sig.src = p.sigma;
-  sig.alt = `1-sigma ${p.name}`;
-  const tagS = document.createElement("span");
-  tagS.className = "tag s";
-  tagS.textContent = `1σ 0 – ${Number(p.sigma_max).toPrecision(3)}`;
-  tagS.title = "calibrated 1-sigma of each SR pixel, in the image's units (black 0, white the value shown)";
-  sbox.append(sig, tagS);
-  pair.append(box, sbox);
-  fig.classList.add("with-sigma");
-  fig.append(pair, cap);
-  return fig;
 }
 
 function showPreviews(previews) {
   if (previews.length === 0 || $("previews").children.length > 0) return;
-  for (const p of previews) $("previews").appendChild(makeCompare(p));
-  $("previews-card").hidden = false;
+  for (const p of previews) addPreview(p);
 }
 
 async function poll(id) {
@@ -285,10 +161,8 @@ async function poll(id) {
     $("status").textContent = `Upscaling x${job.scale} with ${job.model}: ${job.done} / ${job.total}`;
   } else if (job.status === "done") {
     $("job").className = "card done";
-    const n = job.processed.length;
     $("status").textContent =
-      `Done: ${n} image${n === 1 ? "" : "s"} upscaled x${job.scale} in ${job.elapsed_s.toFixed(1)} s` +
-      (job.skipped.length ? `, ${job.skipped.length} refused` : "");
+      doneText(job.processed.length, job.scale, job.elapsed_s, job.skipped.length);
     const a = $("download");
     a.href = job.result;
     a.setAttribute("download", job.result_name);
@@ -296,9 +170,7 @@ async function poll(id) {
     a.title = job.expires_in_s === null ? "" :
       `kept on the server for ${Math.round(job.expires_in_s / 60)} more minutes`;
     showPreviews(job.previews);
-    if (job.notes && job.notes.length) {
-      showMessage(job.notes.map((n) => `${n.name}: ${n.note}`).join("\n"));
-    }
+    showNotes(job.notes);
     $("start").disabled = state.files.length === 0;
     return;
   } else if (job.status === "cancelled") {
@@ -332,32 +204,12 @@ async function downloadResult(e) {
   a.click();
 }
 
-function setupDrop() {
-  const drop = $("drop");
-  for (const ev of ["dragenter", "dragover"]) {
-    drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.add("over"); });
-  }
-  for (const ev of ["dragleave", "drop"]) {
-    drop.addEventListener(ev, (e) => { e.preventDefault(); drop.classList.remove("over"); });
-  }
-  drop.addEventListener("drop", (e) => {
-    if (e.dataTransfer && e.dataTransfer.files.length) setFiles(e.dataTransfer.files);
-  });
-  drop.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("files").click(); }
-  });
-  // Dropping outside the zone must not navigate away from the page.
-  window.addEventListener("dragover", (e) => e.preventDefault());
-  window.addEventListener("drop", (e) => e.preventDefault());
-}
-
 document.addEventListener("DOMContentLoaded", () => {
-  $("files").addEventListener("change", (e) => setFiles(e.target.files));
   $("model").addEventListener("change", fillScales);
   $("start").addEventListener("click", submit);
   $("cancel").addEventListener("click", cancelJob);
   $("download").addEventListener("click", downloadResult);
-  setupDrop();
+  setupDrop(setFiles);
   loadModels().catch(() => showMessage("Could not load the model list from the server."));
   resumeFromUrl();
   window.addEventListener("hashchange", resumeFromUrl);
