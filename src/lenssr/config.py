@@ -190,32 +190,37 @@ def load_yaml(
     return merge(base, own, strict=strict, origin=str(path), leaf=leaf)
 
 
+def _parse_one(item: str) -> tuple[str, Any]:
+    """``"key.sub=value"`` -> ``("key.sub", value)``, the value read as YAML by OmegaConf."""
+    from omegaconf import OmegaConf
+
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=1e-4)")
+    key, value = item.split("=", 1)
+    key = key.strip()
+    if not key or not all(key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        parsed = OmegaConf.to_container(
+            OmegaConf.from_dotlist([f"{key}={value.strip()}"]), resolve=False
+        )
+    except Exception as exc:  # yaml or omegaconf: one line
+        problem = _one_line(exc)
+        raise ConfigError(f"override {item!r}: cannot read the value ({problem})") from None
+    for part in key.split("."):
+        parsed = parsed[part]
+    return key, parsed
+
+
 def parse_overrides(items: Iterable[str] | None) -> dict[str, Any]:
     """Parse ``key.sub=value`` strings into a nested dict (values read as YAML).
 
     >>> parse_overrides(["lr.psf_fwhm=0.2", "subhalos.n=500"])
     {'lr': {'psf_fwhm': 0.2}, 'subhalos': {'n': 500}}
     """
-    from omegaconf import OmegaConf
-
     out: dict[str, Any] = {}
     for item in items or []:
-        if "=" not in item:
-            raise ConfigError(
-                f"override {item!r} is not of the form key=value (e.g. optim.lr=1e-4)"
-            )
-        key, value = item.split("=", 1)
-        key = key.strip()
-        if not key or not all(key.split(".")):
-            raise ConfigError(f"override {item!r} has an empty key")
-        try:
-            parsed = OmegaConf.to_container(
-                OmegaConf.from_dotlist([f"{key}={value.strip()}"]), resolve=False
-            )
-        except Exception as exc:  # yaml or omegaconf: one line
-            problem = _one_line(exc)
-            raise ConfigError(f"override {item!r}: cannot read the value ({problem})") from None
-        out = merge(out, parsed)
+        out = merge(out, nest(dict([_parse_one(item)])))
     return out
 
 
@@ -226,8 +231,29 @@ def apply_overrides(
     strict: bool = False,
     leaf: Leaf | None = None,
 ) -> dict[str, Any]:
-    """A copy of ``config`` with ``key=value`` overrides set (see :func:`parse_overrides`)."""
-    return merge(config, parse_overrides(overrides), strict=strict, origin="overrides", leaf=leaf)
+    """A copy of ``config`` with ``key=value`` overrides set, in order (see
+    :func:`parse_overrides`). A mapping value replaces the whole section
+    (``model={name: srcnn, num_feat: 8}`` drops the other model keys); any other value replaces
+    one key."""
+    out = copy.deepcopy(config)
+    for item in overrides or []:
+        key, value = _parse_one(item)
+        if not isinstance(value, dict):
+            out = merge(out, nest({key: value}), strict=strict, origin="overrides", leaf=leaf)
+            continue
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                if strict or child is not None:
+                    raise ConfigError(f"override {item!r}: {part!r} is not a config section")
+                child = node[part] = {}
+            node = child
+        if strict and last not in node:
+            raise ConfigError(f"override {item!r}: unknown config key {key!r}")
+        node[last] = copy.deepcopy(value)
+    return out
 
 
 def number(
