@@ -62,8 +62,12 @@ def _instrument_lines(desc: dict[str, Any]) -> list[str]:
     if unc:
         cal = unc.get("calibration") or {}
         after = cal.get("after") or {}
+        if unc.get("coefficients"):
+            how = "sigma head, HR target noise and fractional terms, weights smooth in the noise"
+        else:
+            how = f"sigma head x {unc.get('sigma_scale', 1.0):.3f}"
         lines.append(
-            f"- Per-pixel 1-sigma: sigma head x {unc.get('sigma_scale', 1.0):.3f}, calibrated on "
+            f"- Per-pixel 1-sigma: {how}, calibrated on "
             f"{cal.get('n', '?')} pairs of `{cal.get('data', '?')}` (coverage there: 1 sigma "
             f"{100 * after.get('cov1', float('nan')):.1f}%, 2 sigma "
             f"{100 * after.get('cov2', float('nan')):.1f}%)."
@@ -236,9 +240,10 @@ def write_card(
         calibrate = ""
         cal = (desc.get("uncertainty") or {}).get("calibration") or {}
         if cal.get("data"):
+            seed = f" --seed {cal['seed']}" if cal.get("seed") is not None else ""
             calibrate = (
                 f"lenssr calibrate <checkpoint dir>/best.safetensors --data {cal['data']} "
-                f"--n {cal.get('n', 200)}\n"
+                f"--n {cal.get('n', 200)}{seed}\n"
             )
         reproduce = (
             f"lenssr train --config {cfg}   # simulates data/ on first use\n"
