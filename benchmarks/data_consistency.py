@@ -33,7 +33,7 @@ from instrument_grid import arc_psnr, parse_models  # same folder
 from lenssr.evaluation.metrics import psnr
 from lenssr.inference.api import load_model
 from lenssr.inference.consistency import blur_sigma, noise_model_sigma, reduced_chi2, refine
-from lenssr.simulation.grid import grid_cells, render_cell
+from lenssr.simulation.grid import cells_named, render_cell
 
 
 def cell_noise(cell, model_lr: np.ndarray) -> np.ndarray:
@@ -58,13 +58,10 @@ def main() -> None:
     from lenssr.inference.consistency import reobserve
 
     torch.set_num_threads(args.threads)
-    cells = grid_cells()
-    if args.cells:
-        wanted = {c.strip() for c in args.cells.split(",") if c.strip()}
-        unknown = wanted - {c.name for c in cells}
-        if unknown:
-            ap.error(f"unknown cell(s) {', '.join(sorted(unknown))}; e.g. {cells[0].name}")
-        cells = [c for c in cells if c.name in wanted]
+    try:
+        cells = cells_named(args.cells)
+    except ValueError as exc:
+        ap.error(str(exc))
     models = {k: load_model(v, device="cpu") for k, v in parse_models(args.models).items()}
     results: dict[str, dict] = {}
     t0 = time.time()

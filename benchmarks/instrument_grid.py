@@ -33,7 +33,7 @@ import numpy as np
 
 from lenssr.evaluation.metrics import psnr
 from lenssr.inference.api import load_model
-from lenssr.simulation.grid import grid_cells, render_cell
+from lenssr.simulation.grid import cells_named, render_cell
 
 
 def arc_psnr(sr: np.ndarray, hr: np.ndarray, arc: np.ndarray, peak: float) -> float:
@@ -62,13 +62,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("docs/instrument"))
     ap.add_argument("--cells", default="", help="only these cells (comma-separated names)")
     args = ap.parse_args()
-    cells = grid_cells()
-    if args.cells:
-        wanted = {c.strip() for c in args.cells.split(",") if c.strip()}
-        unknown = wanted - {c.name for c in cells}
-        if unknown:
-            ap.error(f"unknown cell(s) {', '.join(sorted(unknown))}; e.g. {cells[0].name}")
-        cells = [c for c in cells if c.name in wanted]
+    try:
+        cells = cells_named(args.cells)
+    except ValueError as exc:
+        ap.error(str(exc))
     if args.threads:
         import torch
 

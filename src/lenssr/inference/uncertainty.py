@@ -296,29 +296,17 @@ def render_calibration_set(
     """
     import dataclasses
 
+    from lenssr.simulation.grid import render_systems
     from lenssr.simulation.presets import load_preset
-    from lenssr.simulation.render import Renderer
-    from lenssr.simulation.sampling import CLASSES, sample_system
 
     p = load_preset(preset)
-    r = Renderer(p)
-    lrs, hrs, arcs, fwhm = [], [], [], []
-    for i in range(n):
-        rng = np.random.default_rng([seed, i])
-        system = sample_system(p, rng, i % len(CLASSES), r.distances)
-        obs = r.observe(system, rng)
-        amp = system.params["lens_light_amp"]
-        system.params["lens_light_amp"] = 0.0
-        source = r.render(system).hr_clean
-        system.params["lens_light_amp"] = amp
-        lrs.append(obs.lr)
-        hrs.append(obs.hr)
-        arcs.append(source >= arc_fraction * float(source.max()))
-        fwhm.append(r.lr_observation_instrument(system).psf_fwhm)
-    hr_inst = dataclasses.asdict(p.hr)
-    return {"lr": np.stack(lrs), "hr": np.stack(hrs), "arc": np.stack(arcs),
-            "psf_fwhm": np.asarray(fwhm), "pixel_scale": float(p.lr.pixel_scale),
-            "hr_instrument": hr_inst}  # fmt: skip
+    d = render_systems(p, n, seed, arc_fraction)
+    keep = {k: d[k] for k in ("lr", "hr", "arc", "psf_fwhm")}
+    return {
+        **keep,
+        "pixel_scale": float(p.lr.pixel_scale),
+        "hr_instrument": dataclasses.asdict(p.hr),
+    }
 
 
 def relative_noise(model: Upscaler, lr: np.ndarray, noise_sigma: Any = None) -> np.ndarray:

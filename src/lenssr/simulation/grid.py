@@ -18,7 +18,16 @@ import numpy as np
 from lenssr.simulation.presets import Preset, load_preset
 from lenssr.simulation.sampling import CLASSES, SOURCE_FAMILIES, sample_system
 
-__all__ = ["GRID_EXPOSURES", "GRID_PSF_FWHM", "GridCell", "GridSet", "grid_cells", "render_cell"]
+__all__ = [
+    "GRID_EXPOSURES",
+    "GRID_PSF_FWHM",
+    "GridCell",
+    "GridSet",
+    "cells_named",
+    "grid_cells",
+    "render_cell",
+    "render_systems",
+]
 
 #: LR PSF FWHM of the grid [arcsec] (0.10" LR pixels: 1.2-3.0 pixels).
 GRID_PSF_FWHM: tuple[float, ...] = (0.12, 0.18, 0.24, 0.30)
@@ -77,16 +86,20 @@ class GridSet:
     labels: np.ndarray
 
 
-def render_cell(
-    cell: GridCell, n: int, seed: int = 100, family: str = "shapelets", arc_fraction: float = 0.1
-) -> GridSet:
-    """Render ``n`` systems of ``cell`` (classes round robin; system ``i`` uses
-    ``default_rng([seed, i])``, so every cell sees the same lenses and sources)."""
+def render_systems(
+    preset: Preset, n: int, seed: int = 100, arc_fraction: float = 0.1
+) -> dict[str, np.ndarray]:
+    """Render ``n`` systems of ``preset`` with their arc masks (classes round robin; system ``i``
+    uses ``default_rng([seed, i])``).
+
+    Returns ``lr (N, h, w)``, ``hr (N, H, W)``, ``arc (N, H, W)`` bool, ``hr_source (N, H, W)``
+    (the noiseless lensed source alone), ``labels (N,)`` and ``psf_fwhm (N,)``, the LR PSF FWHM
+    [arcsec] each system was observed with.
+    """
     from lenssr.simulation.render import Renderer
 
-    preset = cell.preset(family)
     r = Renderer(preset)
-    lrs, hrs, arcs, srcs, labels = [], [], [], [], []
+    out: dict[str, list] = {k: [] for k in ("lr", "hr", "arc", "hr_source", "labels", "psf_fwhm")}
     for i in range(n):
         rng = np.random.default_rng([seed, i])
         label = i % len(CLASSES)
@@ -96,10 +109,30 @@ def render_cell(
         system.params["lens_light_amp"] = 0.0
         source = r.render(system).hr_clean
         system.params["lens_light_amp"] = amp
-        lrs.append(obs.lr)
-        hrs.append(obs.hr)
-        srcs.append(source)
-        arcs.append(source >= arc_fraction * float(source.max()))
-        labels.append(label)
-    return GridSet(cell, np.stack(lrs), np.stack(hrs), np.stack(arcs), np.stack(srcs),
-                   np.asarray(labels))  # fmt: skip
+        out["lr"].append(obs.lr)
+        out["hr"].append(obs.hr)
+        out["hr_source"].append(source)
+        out["arc"].append(source >= arc_fraction * float(source.max()))
+        out["labels"].append(label)
+        out["psf_fwhm"].append(r.lr_observation_instrument(system).psf_fwhm)
+    return {k: np.stack(v) if k not in ("labels", "psf_fwhm") else np.asarray(v)
+            for k, v in out.items()}  # fmt: skip
+
+
+def render_cell(
+    cell: GridCell, n: int, seed: int = 100, family: str = "shapelets", arc_fraction: float = 0.1
+) -> GridSet:
+    """Render ``n`` systems of ``cell`` (:func:`render_systems`: the same seeds in every cell, so
+    every cell sees the same lenses and sources)."""
+    d = render_systems(cell.preset(family), n, seed, arc_fraction)
+    return GridSet(cell, d["lr"], d["hr"], d["arc"], d["hr_source"], d["labels"])
+
+
+def cells_named(names: str) -> list[GridCell]:
+    """The grid cells of a comma-separated list of names (all cells for an empty string)."""
+    cells = grid_cells()
+    wanted = {c.strip() for c in names.split(",") if c.strip()}
+    unknown = wanted - {c.name for c in cells}
+    if unknown:
+        raise ValueError(f"unknown cell(s) {', '.join(sorted(unknown))}; e.g. {cells[0].name}")
+    return [c for c in cells if c.name in wanted] if wanted else cells
