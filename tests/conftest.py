@@ -217,3 +217,29 @@ def interruptible() -> dict:
     """``subprocess.Popen`` keywords for a child that a test interrupts as Ctrl-C would: its own
     process group (``os.killpg``) and the default SIGINT disposition."""
     return {"start_new_session": True, "preexec_fn": _default_sigint}
+
+
+#: Debian's Chromium and the flags of every browser test (``make browser`` installs it).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium through Playwright, one per test module."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (make browser)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()

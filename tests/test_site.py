@@ -19,16 +19,6 @@ import pytest
 
 from lenssr.errors import LenssrError
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 #: Largest difference browser vs CLI, as a fraction of the CLI output's range.
 PARITY = 1e-4
 
@@ -150,18 +140,6 @@ def static_server(site: Path):
     yield f"http://127.0.0.1:{srv.server_address[1]}"
     srv.shutdown()
     thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed (make browser)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture

@@ -22,16 +22,6 @@ from lenssr.web.local import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Screenshots go to a temporary folder; LENSSR_SCREENSHOTS=docs/screenshots refreshes the
 # README's pictures (so an ordinary test run leaves the tracked files alone).
 SHOTS = Path(os.environ.get("LENSSR_SCREENSHOTS") or tempfile.mkdtemp(prefix="lenssr-shots-"))
@@ -117,18 +107,6 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("Debian chromium is not installed (make browser)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture
