@@ -477,3 +477,15 @@ def test_interrupted_tune_command_resumes_to_the_trial_count(
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
     assert len(finished(study)) == 4
     assert (tmp_path / "out" / "best.yaml").exists()
+
+
+def test_fixed_top_level_keys_reach_every_trial() -> None:
+    """``set: {init: ...}`` (no dot) is part of every trial's config; sampled names without a
+    dot are the space's helpers and are not."""
+    from lenssr.tune.space import apply_values
+
+    tune = load_tune_config(Path(__file__).resolve().parents[1] / "configs" / "tune-gan.yaml")
+    cfg = tune.trial_config({}, Path("out"))
+    assert cfg["init"] == "runs/hybrid/best.safetensors"
+    assert "noise" not in apply_values({}, {"noise": "gaussian", "a.b": 1})
+    assert apply_values({}, {"init": "w"}, auxiliary=False) == {"init": "w"}

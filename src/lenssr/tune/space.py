@@ -333,10 +333,15 @@ def set_dotted(config: dict[str, Any], name: str, value: Any) -> None:
     node[parts[-1]] = copy.deepcopy(value)
 
 
-def apply_values(config: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``config`` with every dotted name of ``values`` set (auxiliary names skipped)."""
+def apply_values(
+    config: dict[str, Any], values: dict[str, Any], auxiliary: bool = True
+) -> dict[str, Any]:
+    """A copy of ``config`` with the names of ``values`` set. With ``auxiliary`` (sampled
+    parameters), names without a dot are the space's own helpers (e.g. ``noise``) and are
+    skipped; without it (a config's fixed ``set:``), top-level keys such as ``init`` are set
+    too."""
     out = copy.deepcopy(config)
     for name, value in values.items():
-        if "." in name:
+        if "." in name or not auxiliary:
             set_dotted(out, name, value)
     return out

@@ -83,7 +83,7 @@ class TuneConfig:
         For ``stage: gan`` with ``init`` set, ``model`` keeps only its name: the generator's
         architecture comes from the checkpoint.
         """
-        cfg = apply_values(apply_values(self.base, self.fixed), params)
+        cfg = apply_values(apply_values(self.base, self.fixed, auxiliary=False), params)
         if self.stage == "gan" and cfg.get("init") and isinstance(cfg.get("model"), dict):
             cfg["model"] = {"name": cfg["model"].get("name", "hybrid")}
         return cfg
