@@ -17,26 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lenses import lens_image, npy_bytes
 from lenssr.errors import LenssrError
 
 #: Largest difference browser vs CLI, as a fraction of the CLI output's range.
 PARITY = 1e-4
-
-
-def lens_image(seed: int, shape: tuple[int, int] = (75, 75)) -> np.ndarray:
-    """An Einstein-ring-like LR image: lensed arc + lens light + noise (e-/s/arcsec^2)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.indices(shape, dtype=np.float64)
-    cy, cx = (shape[0] - 1) / 2 + rng.uniform(-3, 3), (shape[1] - 1) / 2 + rng.uniform(-3, 3)
-    r, theta = np.hypot(y - cy, x - cx), np.arctan2(y - cy, x - cx)
-    ring = np.exp(-((r - shape[0] / 4.5) ** 2) / 6.0) * (0.3 + np.cos((theta - seed) / 2) ** 4)
-    return (ring + 1.5 * np.exp(-r / 3.0) + rng.normal(0, 0.02, shape)).astype(np.float32)
-
-
-def npy_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, arr, allow_pickle=False)
-    return buf.getvalue()
 
 
 def fits_bytes(arr: np.ndarray, seed: int) -> bytes:
