@@ -32,15 +32,14 @@ from instrument_grid import arc_psnr, parse_models  # same folder
 
 from lenssr.evaluation.metrics import psnr
 from lenssr.inference.api import load_model
-from lenssr.inference.consistency import blur_sigma, noise_model_sigma, reduced_chi2, refine
+from lenssr.inference.consistency import blur_sigma, reduced_chi2, refine
 from lenssr.simulation.grid import cells_named, render_cell
+from lenssr.simulation.instrument import noise_sigma
 
 
 def cell_noise(cell, model_lr: np.ndarray) -> np.ndarray:
     """Per-pixel LR noise sigma of ``cell``'s instrument at the noiseless LR ``model_lr``."""
-    lr = cell.preset().lr
-    to_e = lr.pixel_scale**2 * lr.exposure_time
-    return noise_model_sigma(model_lr, to_e, lr.sky_brightness * to_e, lr.read_noise)
+    return noise_sigma(model_lr, cell.preset().lr).astype(np.float32)
 
 
 def main() -> None:

@@ -8,12 +8,12 @@ import torch
 
 from lenssr.inference.consistency import (
     blur_sigma,
-    noise_model_sigma,
     reduced_chi2,
     refine,
     reobserve,
 )
 from lenssr.simulation.degrade import degrade_array
+from lenssr.simulation.instrument import noise_sigma
 from lenssr.simulation.presets import load_preset
 
 
@@ -41,8 +41,7 @@ def test_chi2_of_the_truth_is_one_and_refine_reaches_the_noise_level() -> None:
     yy, xx = np.mgrid[:48, :48]
     hr = np.stack([50.0 * np.exp(-((yy - 24 - d) ** 2 + (xx - 20) ** 2) / 30.0) for d in (0, 3)])
     clean = reobserve(torch.as_tensor(hr)[:, None], 2, sb)[:, 0].numpy()
-    to_e, sky_e, read = 10.0, 100.0, 5.0
-    noise = noise_model_sigma(clean, to_e, sky_e, read)
+    noise = noise_sigma(clean, preset.lr).astype(np.float32)
     lr = clean + noise * rng.standard_normal(clean.shape)
     assert np.all(np.abs(reduced_chi2(lr, hr, 2, sb, noise) - 1.0) < 0.25)
     wrong = 0.7 * hr  # loses 30% of the light: far from the data

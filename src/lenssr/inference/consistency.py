@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["blur_sigma", "chi2_loss", "noise_model_sigma", "reduced_chi2", "refine", "reobserve"]
+__all__ = ["blur_sigma", "chi2_loss", "reduced_chi2", "refine", "reobserve"]
 
 _FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -99,16 +99,6 @@ def reobserve(hr: Tensor, scale: int, sigma: float | Tensor) -> Tensor:
         y = F.conv2d(_symmetric_pad(y, r, -2), k.view(b, 1, -1, 1), groups=b)
         x = y.reshape(b, 1, h, w)
     return F.avg_pool2d(x, scale) if scale > 1 else x
-
-
-def noise_model_sigma(
-    model_lr: np.ndarray, to_e: float, sky_e: float, read_noise: float
-) -> np.ndarray:
-    """Per-pixel noise sigma of an LR observation whose noiseless value is ``model_lr``
-    [image units]: Poisson (source + sky) and read noise, with ``to_e`` electrons per image unit
-    and ``sky_e`` sky electrons per pixel (as :func:`lenssr.simulation.instrument.add_noise`)."""
-    var_e = np.clip(model_lr, 0.0, None) * to_e + sky_e + read_noise**2
-    return (np.sqrt(var_e) / to_e).astype(np.float32)
 
 
 def chi2_loss(sr: Tensor, lr: Tensor, noise: Tensor, scale: int, sigma: float | Tensor) -> Tensor:
