@@ -75,3 +75,16 @@ def test_user_mistakes_are_one_line(args: tuple[str, ...], tmp_path: Path) -> No
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_a_clean_up_error_during_ctrl_c_counts_as_the_interrupt() -> None:
+    from lenssr.cli import _from_interrupt
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        finally:
+            {}["missing"]  # a library's finally block failing while Ctrl-C unwinds
+    except KeyError as exc:
+        assert _from_interrupt(exc)
+    assert not _from_interrupt(ValueError("plain"))

@@ -94,6 +94,23 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.secho("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # a library's clean-up failing while Ctrl-C unwinds through it
+        if not _from_interrupt(exc):
+            raise
+        typer.secho("interrupted", err=True)
+        sys.exit(130)
+
+
+def _from_interrupt(exc: BaseException) -> bool:
+    """True when ``exc`` was raised while a KeyboardInterrupt was being handled."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__context__ or cur.__cause__
+    return False
 
 
 if __name__ == "__main__":
