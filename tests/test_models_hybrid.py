@@ -205,3 +205,35 @@ def test_large_input(tiny_configs: dict[str, dict]) -> None:
     with torch.no_grad():
         y = model(torch.rand(1, 1, 200, 160))
     assert y.shape == (1, 1, 400, 320) and torch.isfinite(y).all()
+
+
+def test_lr_tail_predicts_sub_pixels_at_lr(tiny_configs: dict[str, dict]) -> None:
+    cfg = {**tiny_configs["hybrid"], "num_levels": 1, "sigma_head": True}
+    hr_tail = create_model("hybrid", **cfg)
+    model = create_model("hybrid", tail="lr", **cfg).eval()
+    assert len(model.upsamplers) == 0 and len(hr_tail.upsamplers) == 1
+    assert model.to_image[0].out_channels == 4 and model.to_log_sigma[0].out_channels == 4
+    assert count_parameters(model) < count_parameters(hr_tail)
+    x = torch.rand(2, 1, 9, 11)
+    with torch.no_grad():
+        y = model(x)
+        ys = model.forward_with_sigma(x)
+        feat = model.encode(x)
+        sub = model.to_image[0](feat)  # (B, 4, h, w): the 2x2 sub-pixels of every LR pixel
+    assert y.shape == (2, 1, 18, 22) and ys.shape == (2, 2, 18, 22)
+    torch.testing.assert_close(ys[:, :1], y)
+    residual = y - bicubic_upsample(x, 2)
+    # sub-pixel (i, j) of LR pixel (r, c) is HR pixel (2r + i, 2c + j)
+    torch.testing.assert_close(residual[:, 0, 1::2, 0::2], sub[:, 2])
+    torch.testing.assert_close(residual[:, 0, 0::2, 1::2], sub[:, 1])
+
+
+def test_lr_tail_on_a_two_level_pyramid_and_bad_tail(tiny_configs: dict[str, dict]) -> None:
+    model = create_model("hybrid", tail="lr", **tiny_configs["hybrid"]).eval()
+    assert len(model.upsamplers) == 1  # the x2 level still upsamples features for the x4 one
+    with torch.no_grad():
+        x2, x4 = model.forward_pyramid(torch.rand(1, 1, 8, 8))
+        assert x2.shape == (1, 1, 16, 16) and x4.shape == (1, 1, 32, 32)
+        assert model(torch.rand(1, 1, 8, 8), scale=4).shape == (1, 1, 32, 32)
+    with pytest.raises(LenssrError, match="tail must be 'hr' or 'lr'"):
+        create_model("hybrid", tail="mid", **tiny_configs["hybrid"])

@@ -17,6 +17,11 @@ Stages (each sized by the constructor; ``use_*`` flags switch stages off for abl
    features (conv + pixel shuffle + LeakyReLU), predicts a residual image and adds it to the
    bicubic x2 of the previous level's image, so one model serves x2, x4, ... Without the
    pyramid: one conv + pixel shuffle straight to ``scale``, added to ``bicubic(x, scale)``.
+   ``tail="lr"`` (the efficient form): the last level predicts its ``factor**2`` sub-pixels of
+   the residual image (and of the log 1-sigma) at LR, one 3x3 conv to ``factor**2`` channels
+   and one pixel shuffle, instead of upsampling ``num_feat`` feature channels to HR first
+   (``tail="hr"``): about 17% of the multiply-adds of the 8-block default, and the largest
+   pixel-shuffle, disappear.
 
 :meth:`HybridSR.encode` (stages 1-3) and :meth:`HybridSR.decode_pyramid` (stage 4) are the
 encoder/decoder split used by the denoising-autoencoder pretraining.
@@ -254,8 +259,11 @@ class HybridSR(nn.Module):
         use_pyramid: bool = True,
         cond_dim: int = 0,
         sigma_head: bool = False,
+        tail: str = "hr",
     ) -> None:
         super().__init__()
+        if tail not in ("hr", "lr"):
+            raise LenssrError(f"hybrid: tail must be 'hr' or 'lr', got {tail!r}")
         if shallow_kernel < 1 or shallow_kernel % 2 == 0:
             raise LenssrError(f"hybrid: shallow_kernel must be odd, got {shallow_kernel}")
         if use_pyramid:
@@ -312,20 +320,33 @@ class HybridSR(nn.Module):
             return nn.LeakyReLU(0.2, inplace=True)
 
         factor = 2 if use_pyramid else self.scale
+        self.factor = factor
         n_up = len(self.scales) if use_pyramid else 1
+        self.lr_tail = tail == "lr"
+        # with the LR tail the last level needs no feature upsampler: its output convs work at
+        # the level's input resolution and emit factor**2 sub-pixels each
+        n_feat_up = n_up - 1 if self.lr_tail else n_up
         self.upsamplers = nn.ModuleList(
             nn.Sequential(
                 nn.Conv2d(num_feat, num_feat * factor * factor, 3, 1, 1),
                 nn.PixelShuffle(factor),
                 lrelu(),
             )
-            for _ in range(n_up)
+            for _ in range(n_feat_up)
         )
-        self.to_image = nn.ModuleList(nn.Conv2d(num_feat, 1, 3, 1, 1) for _ in range(n_up))
+
+        def out_channels(level: int) -> int:
+            return factor * factor if self.lr_tail and level == n_up - 1 else 1
+
+        self.to_image = nn.ModuleList(
+            nn.Conv2d(num_feat, out_channels(k), 3, 1, 1) for k in range(n_up)
+        )
         # per-pixel log 1-sigma (normalised units) of every output level, from the same features
         self.to_log_sigma: nn.ModuleList | None = None
         if sigma_head:
-            self.to_log_sigma = nn.ModuleList(nn.Conv2d(num_feat, 1, 3, 1, 1) for _ in range(n_up))
+            self.to_log_sigma = nn.ModuleList(
+                nn.Conv2d(num_feat, out_channels(k), 3, 1, 1) for k in range(n_up)
+            )
             for conv in self.to_log_sigma:
                 quiet_init(conv, bias=-4.0)
         #: the conditioning used when a conditioned model is called without one (the default
@@ -381,16 +402,22 @@ class HybridSR(nn.Module):
         without the pyramid a single ``[(B, 1, s*h, s*w)]``. ``with_sigma`` (sigma-head models):
         each entry is ``(B, 2, ...)``, the image and its log 1-sigma.
         """
-        n = len(self.upsamplers) if num_levels is None else num_levels
+        n = len(self.to_image) if num_levels is None else num_levels
+        factor = self.factor
         img = x
         outputs = []
         for level in range(n):
-            feat = self.upsamplers[level](feat)
-            up = self.to_image[level](feat)
-            factor = 2 if self.use_pyramid else self.scale
-            img = bicubic_upsample(img, factor) + up
+            at_lr = level >= len(self.upsamplers)  # the LR tail's last level
+            if not at_lr:
+                feat = self.upsamplers[level](feat)
+
+            def head(conv: nn.Module) -> torch.Tensor:
+                out = conv(feat)
+                return F.pixel_shuffle(out, factor) if at_lr else out
+
+            img = bicubic_upsample(img, factor) + head(self.to_image[level])
             if with_sigma and self.to_log_sigma is not None:
-                outputs.append(torch.cat([img, self.to_log_sigma[level](feat)], dim=1))
+                outputs.append(torch.cat([img, head(self.to_log_sigma[level])], dim=1))
             else:
                 outputs.append(img)
         return outputs
