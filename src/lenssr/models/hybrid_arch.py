@@ -226,6 +226,12 @@ class ModulatedResidualBlock(ResidualBlockNoBN):
         return x + res * self.res_scale
 
 
+def _out(conv: nn.Module, feat: torch.Tensor, shuffle: int) -> torch.Tensor:
+    """An output conv, its channels pixel-shuffled by ``shuffle`` (the LR tail) or not (1)."""
+    out = conv(feat)
+    return F.pixel_shuffle(out, shuffle) if shuffle > 1 else out
+
+
 @register_model("hybrid")
 class HybridSR(nn.Module):
     """The lenssr hybrid network (see the module docstring for the four stages).
@@ -410,14 +416,11 @@ class HybridSR(nn.Module):
             at_lr = level >= len(self.upsamplers)  # the LR tail's last level
             if not at_lr:
                 feat = self.upsamplers[level](feat)
-
-            def head(conv: nn.Module) -> torch.Tensor:
-                out = conv(feat)
-                return F.pixel_shuffle(out, factor) if at_lr else out
-
-            img = bicubic_upsample(img, factor) + head(self.to_image[level])
+            shuffle = factor if at_lr else 1
+            img = bicubic_upsample(img, factor) + _out(self.to_image[level], feat, shuffle)
             if with_sigma and self.to_log_sigma is not None:
-                outputs.append(torch.cat([img, head(self.to_log_sigma[level])], dim=1))
+                log_sigma = _out(self.to_log_sigma[level], feat, shuffle)
+                outputs.append(torch.cat([img, log_sigma], dim=1))
             else:
                 outputs.append(img)
         return outputs
