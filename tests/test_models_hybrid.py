@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -43,8 +44,15 @@ def test_sizes_not_divisible_by_patch_size(
     assert torch.isfinite(x2).all() and torch.isfinite(x4).all()
 
 
+def _stage(**changes: Any) -> TransformerStage:
+    """A small transformer stage (8 features, 16-d tokens, 2 heads, no dropout) with ``changes``."""
+    sizes = {"num_feat": 8, "patch_size": 4, "embed_dim": 16, "depth": 2, "num_heads": 2}
+    rest = {"mlp_ratio": 2.0, "dropout": 0.0, "attn_dropout": 0.0, "pos_grid": 16}
+    return TransformerStage(**{**sizes, **rest, **changes})
+
+
 def test_transformer_stage_keeps_shape_and_is_a_skip_connection() -> None:
-    stage = TransformerStage(num_feat=8, patch_size=4, embed_dim=16, depth=1, num_heads=2)
+    stage = _stage(depth=1)
     feat = torch.rand(2, 8, 19, 13)
     out = stage(feat)
     assert out.shape == feat.shape
@@ -54,7 +62,7 @@ def test_transformer_stage_keeps_shape_and_is_a_skip_connection() -> None:
 
 
 def test_positional_embedding_interpolation() -> None:
-    stage = TransformerStage(num_feat=8, patch_size=4, embed_dim=16, num_heads=2, pos_grid=4)
+    stage = _stage(pos_grid=4)
     base = stage.pos_embed
     # the base grid is returned unchanged
     torch.testing.assert_close(stage.positional_embedding(4, 4), base.flatten(2).transpose(1, 2))

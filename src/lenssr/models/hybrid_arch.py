@@ -80,15 +80,13 @@ class MultiHeadSelfAttention(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm ViT block: ``x + MSA(LN(x))``, then ``x + MLP(LN(x))``; ``(B, N, E)``."""
+    """Pre-norm ViT block: ``x + MSA(LN(x))``, then ``x + MLP(LN(x))``; ``(B, N, E)``.
+
+    The sizes are :class:`HybridSR`'s arguments of the same names (their defaults live there).
+    """
 
     def __init__(
-        self,
-        embed_dim: int,
-        num_heads: int,
-        mlp_ratio: float = 2.0,
-        dropout: float = 0.0,
-        attn_dropout: float = 0.0,
+        self, embed_dim: int, num_heads: int, mlp_ratio: float, dropout: float, attn_dropout: float
     ) -> None:
         super().__init__()
         hidden = max(1, int(round(embed_dim * mlp_ratio)))
@@ -116,19 +114,21 @@ class TransformerStage(nn.Module):
     ``pos_grid`` x ``pos_grid`` grid and are bilinearly resized to the token grid; after ``depth``
     blocks and a LayerNorm, ``Linear(E, F*p*p)`` + ``PixelShuffle(p)`` maps tokens back to pixels,
     cropped to ``(H, W)``, smoothed by a zero-initialised 3x3 conv and added to the input.
+
+    The sizes are :class:`HybridSR`'s arguments of the same names (their defaults live there).
     """
 
     def __init__(
         self,
         num_feat: int,
-        patch_size: int = 4,
-        embed_dim: int = 96,
-        depth: int = 2,
-        num_heads: int = 4,
-        mlp_ratio: float = 2.0,
-        dropout: float = 0.0,
-        attn_dropout: float = 0.0,
-        pos_grid: int = 16,
+        patch_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float,
+        dropout: float,
+        attn_dropout: float,
+        pos_grid: int,
     ) -> None:
         super().__init__()
         if patch_size < 1 or pos_grid < 1 or depth < 0:
