@@ -19,6 +19,7 @@ __all__ = [
     "ChannelAttention",
     "PixelShuffleUpsample",
     "ResidualBlockNoBN",
+    "SRNet",
     "bicubic_upsample",
     "check_scale",
     "count_parameters",
@@ -30,6 +31,19 @@ __all__ = [
     "pyramid_scales",
     "quiet_init",
 ]
+
+
+class SRNet(nn.Module):
+    """Base of the super-resolution architectures: the attributes the rest of lenssr reads.
+
+    The constructor sets ``scale`` (the default output scale) and ``scales`` (every scale
+    ``forward(x, scale)`` serves, see :func:`check_scale`). ``size_multiple``: the input's sides
+    must be multiples of it (1: any size); inference pads to it and checkpoints record it.
+    """
+
+    size_multiple = 1
+    scale: int
+    scales: tuple[int, ...]
 
 
 def count_parameters(module: nn.Module) -> int:

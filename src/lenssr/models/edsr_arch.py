@@ -9,6 +9,7 @@ from lenssr.errors import LenssrError
 from lenssr.models.arch_util import (
     PixelShuffleUpsample,
     ResidualBlockNoBN,
+    SRNet,
     bicubic_upsample,
     check_scale,
 )
@@ -16,15 +17,13 @@ from lenssr.models.registry import register_model
 
 
 @register_model("edsr")
-class EDSR(nn.Module):
+class EDSR(SRNet):
     """EDSR for single-channel images, output = bicubic(x) + network residual.
 
     Defaults are EDSR-baseline (``num_feat=64``, ``num_block=16``, ``res_scale=1``; ~1.37 M
     parameters at x2). EDSR-large is ``num_feat=256, num_block=32, res_scale=0.1``.
     ``forward(x (B, 1, h, w), scale=None) -> (B, 1, s*h, s*w)``, ``scale`` in 2, 3, 4.
     """
-
-    size_multiple = 1
 
     def __init__(
         self, scale: int = 2, num_feat: int = 64, num_block: int = 16, res_scale: float = 1.0

@@ -21,7 +21,9 @@ Stages (each sized by the constructor; ``use_*`` flags switch stages off for abl
    the residual image (and of the log 1-sigma) at LR, one 3x3 conv to ``factor**2`` channels
    and one pixel shuffle, instead of upsampling ``num_feat`` feature channels to HR first
    (``tail="hr"``): about 17% of the multiply-adds of the 8-block default, and the largest
-   pixel-shuffle, disappear.
+   pixel-shuffle, disappear. ``up_feat`` (``tail="hr"``): the channels of the last level's HR
+   feature map (default ``num_feat``); a thin one (16, say) keeps a nonlinearity and a 3x3 conv
+   at HR for about a third of the cost of the full one.
 
 :meth:`HybridSR.encode` (stages 1-3) and :meth:`HybridSR.decode_pyramid` (stage 4) are the
 encoder/decoder split used by the denoising-autoencoder pretraining.
@@ -36,6 +38,7 @@ from torch import nn
 from lenssr.errors import LenssrError
 from lenssr.models.arch_util import (
     ResidualBlockNoBN,
+    SRNet,
     bicubic_upsample,
     check_scale,
     crop_to,
@@ -233,15 +236,13 @@ def _out(conv: nn.Module, feat: torch.Tensor, shuffle: int) -> torch.Tensor:
 
 
 @register_model("hybrid")
-class HybridSR(nn.Module):
+class HybridSR(SRNet):
     """The lenssr hybrid network (see the module docstring for the four stages).
 
     ``forward(x (B, 1, h, w), scale=None) -> (B, 1, s*h, s*w)`` for ``s`` in ``scales``
     (``(2, 4)`` with the default 2 pyramid levels); only the levels up to ``s`` are computed.
     ``forward_pyramid(x) -> [x2, x4, ...]``. Default: 0.72 M parameters (2.9 MB float32).
     """
-
-    size_multiple = 1
 
     def __init__(
         self,
@@ -266,6 +267,7 @@ class HybridSR(nn.Module):
         cond_dim: int = 0,
         sigma_head: bool = False,
         tail: str = "hr",
+        up_feat: int | None = None,
     ) -> None:
         super().__init__()
         if tail not in ("hr", "lr"):
@@ -332,27 +334,32 @@ class HybridSR(nn.Module):
         # with the LR tail the last level needs no feature upsampler: its output convs work at
         # the level's input resolution and emit factor**2 sub-pixels each
         n_feat_up = n_up - 1 if self.lr_tail else n_up
+        # channels of each level's upsampled feature map: num_feat, but up_feat at the last
+        # level (a thin HR feature map: the output convs keep one nonlinearity at HR for a
+        # fraction of the cost)
+        up_feat = int(up_feat or num_feat)
+        if up_feat < 1:
+            raise LenssrError(f"hybrid: up_feat must be >= 1, got {up_feat}")
+        feats = [num_feat] * (n_up - 1) + [up_feat]
         self.upsamplers = nn.ModuleList(
             nn.Sequential(
-                nn.Conv2d(num_feat, num_feat * factor * factor, 3, 1, 1),
+                nn.Conv2d(num_feat, feats[k] * factor * factor, 3, 1, 1),
                 nn.PixelShuffle(factor),
                 lrelu(),
             )
-            for _ in range(n_feat_up)
+            for k in range(n_feat_up)
         )
 
-        def out_channels(level: int) -> int:
-            return factor * factor if self.lr_tail and level == n_up - 1 else 1
+        def out_conv(level: int) -> nn.Conv2d:
+            if self.lr_tail and level == n_up - 1:
+                return nn.Conv2d(num_feat, factor * factor, 3, 1, 1)
+            return nn.Conv2d(feats[level], 1, 3, 1, 1)
 
-        self.to_image = nn.ModuleList(
-            nn.Conv2d(num_feat, out_channels(k), 3, 1, 1) for k in range(n_up)
-        )
+        self.to_image = nn.ModuleList(out_conv(k) for k in range(n_up))
         # per-pixel log 1-sigma (normalised units) of every output level, from the same features
         self.to_log_sigma: nn.ModuleList | None = None
         if sigma_head:
-            self.to_log_sigma = nn.ModuleList(
-                nn.Conv2d(num_feat, out_channels(k), 3, 1, 1) for k in range(n_up)
-            )
+            self.to_log_sigma = nn.ModuleList(out_conv(k) for k in range(n_up))
             for conv in self.to_log_sigma:
                 quiet_init(conv, bias=-4.0)
         #: the conditioning used when a conditioned model is called without one (the default

@@ -6,7 +6,13 @@ import torch
 from torch import nn
 
 from lenssr.errors import LenssrError
-from lenssr.models.arch_util import bicubic_upsample, check_scale, pyramid_levels, pyramid_scales
+from lenssr.models.arch_util import (
+    SRNet,
+    bicubic_upsample,
+    check_scale,
+    pyramid_levels,
+    pyramid_scales,
+)
 from lenssr.models.registry import register_model
 
 
@@ -20,7 +26,7 @@ def _bilinear_kernel(size: int) -> torch.Tensor:
 
 
 @register_model("lapsrn")
-class LapSRN(nn.Module):
+class LapSRN(SRNet):
     """LapSRN with a feature branch and an image branch.
 
     Feature branch: conv(1 -> F) + LeakyReLU, then per level ``num_conv`` conv+LeakyReLU layers
@@ -33,8 +39,6 @@ class LapSRN(nn.Module):
     ``forward_pyramid(x) -> [x2, x4, ...]``. Defaults: 64 features, 10 conv per level, 2 levels
     (scales 2 and 4), default output scale 2.
     """
-
-    size_multiple = 1
 
     def __init__(
         self,

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lenssr.errors import LenssrError
-from lenssr.models.arch_util import bicubic_upsample, check_scale, default_init_weights
+from lenssr.models.arch_util import SRNet, bicubic_upsample, check_scale, default_init_weights
 from lenssr.models.registry import register_model
 
 
@@ -48,7 +48,7 @@ class RRDB(nn.Module):
 
 
 @register_model("esrgan")
-class RRDBNet(nn.Module):
+class RRDBNet(SRNet):
     """ESRGAN generator: conv, ``num_block`` RRDBs + long skip, nearest-neighbour x2 steps.
 
     ``forward(x (B, 1, h, w), scale=None) -> (B, 1, s*h, s*w)``, ``scale`` 2 or 4. With
@@ -57,8 +57,6 @@ class RRDBNet(nn.Module):
     CPU-sized variant (``num_feat=32, num_block=6, num_grow_ch=16``); the paper's generator is
     ``64, 23, 32``.
     """
-
-    size_multiple = 1
 
     def __init__(
         self,

@@ -8,20 +8,18 @@ import torch
 from torch import nn
 
 from lenssr.errors import LenssrError
-from lenssr.models.arch_util import bicubic_upsample, check_scale, quiet_init
+from lenssr.models.arch_util import SRNet, bicubic_upsample, check_scale, quiet_init
 from lenssr.models.registry import register_model
 
 
 @register_model("srcnn")
-class SRCNN(nn.Module):
+class SRCNN(SRNet):
     """Three convolutions (patch extraction, non-linear mapping, reconstruction).
 
     ``x (B, 1, h, w)`` is upsampled bicubically to ``(B, 1, s*h, s*w)``; the network predicts a
     residual added to it. Default: 64-32 filters with kernels 9-5-5 ("SRCNN 9-5-5"), 57 k
     parameters. Zero padding keeps the size ("same" convolutions).
     """
-
-    size_multiple = 1
 
     def __init__(
         self,
