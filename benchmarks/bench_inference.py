@@ -16,7 +16,8 @@ threads, measured in the same run). The ONNX Runtime model is the one ``lenssr.l
 runs on CPU by default (cached export, :mod:`lenssr.inference.backend`), with the same threads.
 
 Usage: ``python benchmarks/bench_inference.py [--batch 64] [--size 75] [--repeats 2]
-[--backends torch,onnxruntime] [--models hybrid,edsr] [--threads N]``. Prints one line per model.
+[--backends torch,onnxruntime] [--models hybrid,edsr,label=CHECKPOINT] [--threads N]``. Prints one
+line per model.
 """
 
 from __future__ import annotations
@@ -89,8 +90,11 @@ def candidates(selected: list[str] | None) -> dict[str, tuple[SRModel, str]]:
     shipped = shipped_models()
     models: dict[str, tuple[SRModel, str]] = {}
     names = selected or (list(shipped) if shipped else list(DEFAULT_ARCHS))
-    for name in names:
-        if name in shipped:
+    for entry in names:
+        name, _, path = entry.partition("=")  # "label=checkpoint": a run's weights
+        if path:
+            models[name] = (load_model(path, device="cpu", backend="torch"), "checkpoint")
+        elif name in shipped:
             models[name] = (load_model(name, device="cpu", backend="torch"), "shipped")
         else:
             module = create_model(name)

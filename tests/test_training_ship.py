@@ -83,6 +83,37 @@ def test_ship_card_of_a_gan_checkpoint_gives_the_gan_chain(test_pairs: Path, tmp
     assert "Best validation PSNR" not in card
 
 
+def test_ship_card_of_a_two_stage_training_lists_both_stages(
+    test_pairs: Path, tmp_path: Path
+) -> None:
+    from lenssr.training.tasks.supervised import init_training
+
+    model = create_model("srcnn", scale=2, num_feat=8, num_feat2=4)
+    first = save_checkpoint(
+        tmp_path / "runs" / "hybrid-mix" / "best",
+        model,
+        extra={"training": {"step": 4000, "wall_time_s": 1200.0}},
+    )
+    stage = init_training(first)
+    assert stage["step"] == 4000 and stage["checkpoint_dir"] == str(first.parent)
+    assert init_training(tmp_path / "none.safetensors") is None
+    training = {"step": 6000, "wall_time_s": 1800.0, "init_training": {**stage,
+                "checkpoint_dir": "runs/hybrid-mix"}}  # fmt: skip
+    run = save_checkpoint(tmp_path / "run2" / "best", model, extra={"training": training})
+    weights = tmp_path / "weights"
+    ship_model(
+        run, "tiny2", test_pairs, config_path="configs/hybrid-mix-continue.yaml",
+        weights_dir=weights, figures_dir=tmp_path / "fig", device="cpu",
+    )  # fmt: skip
+    card = (weights / "tiny2.md").read_text()
+    # the first stage's config is found by its checkpoint folder, and comes first
+    first_cmd = "lenssr train --config configs/hybrid-mix.yaml   # simulates data/"
+    second_cmd = "lenssr train --config configs/hybrid-mix-continue.yaml\n"
+    assert first_cmd in card and second_cmd in card
+    assert card.index(first_cmd) < card.index(second_cmd)
+    assert "In all 10000 steps, 50.0 min." in card
+
+
 def test_ensure_data_simulates_missing_files_once(tmp_path: Path) -> None:
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(

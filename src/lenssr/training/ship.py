@@ -27,6 +27,54 @@ def _num(value: Any, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _stages(training: dict[str, Any]) -> list[dict[str, Any]]:
+    """The earlier training stages this one started from (``init_training`` chain), oldest
+    first."""
+    stages = []
+    stage = training.get("init_training")
+    while stage:
+        stages.append(stage)
+        stage = stage.get("init_training")
+    return stages[::-1]
+
+
+def _stage_config(checkpoint_dir: str, configs: Path = Path("configs")) -> str:
+    """The training config in ``configs/`` whose ``checkpoint.dir`` is ``checkpoint_dir``
+    (how an earlier stage is reproduced), else a placeholder."""
+    from lenssr.training.config import load_config
+
+    for path in sorted(configs.glob("*.yaml")):
+        try:
+            cfg = load_config(path)
+        except Exception:  # noqa: BLE001 - tuning and preset files are not training configs
+            continue
+        if Path(cfg["checkpoint"]["dir"]) == Path(checkpoint_dir):
+            return str(path)
+    return f"<the config that wrote {checkpoint_dir}>"
+
+
+def _budget_line(training: dict[str, Any], batch: Any, loss: Any) -> str:
+    minutes = training.get("wall_time_s", 0) / 60
+    line = (
+        f"- Budget: {training.get('step', 'n/a')} optimisation steps, batch {batch}, loss "
+        f"`{loss}`, wall time {minutes:.1f} min on {training.get('device', 'cpu')}"
+    )
+    stages = _stages(training)
+    if not stages:
+        return line + "."
+    steps = sum(int(s.get("step") or 0) for s in stages) + int(training.get("step") or 0)
+    wall = sum(float(s.get("wall_time_s") or 0) for s in stages) / 60 + minutes
+    earlier = "; ".join(
+        f"{s.get('step', '?')} steps in {float(s.get('wall_time_s') or 0) / 60:.1f} min "
+        f"(`{s.get('checkpoint_dir', '?')}`)"
+        for s in stages
+    )
+    return (
+        f"{line}, after the earlier stage(s) it starts from: {earlier}. In all {steps} steps, "
+        f"{wall:.1f} min."
+    )
+
+
 def _training_lines(training: dict[str, Any]) -> list[str]:
     """Card lines on how the model was trained: the GAN set-up, or the best validation PSNR."""
     if training.get("kind") != "gan":
@@ -99,7 +147,6 @@ def _card(name: str, desc: dict[str, Any], summary: dict[str, Any], reproduce: s
     scales = ", x".join(map(str, desc["scales"]))
     batch = cfg.get("data", {}).get("batch_size", "n/a")
     loss = cfg.get("loss", {}).get("type", "n/a")
-    minutes = training.get("wall_time_s", 0) / 60
     lines = [
         f"# Model card: `{name}`",
         "",
@@ -111,8 +158,7 @@ def _card(name: str, desc: dict[str, Any], summary: dict[str, Any], reproduce: s
         f"- Training data: `{data.get('train', 'n/a')}` ({data.get('n_train', 'n/a')} pairs), "
         f"validation `{data.get('val', 'n/a')}` ({data.get('n_val', 'n/a')} pairs), "
         f"LR patches of {data.get('patch_size_lr', 'n/a')} px.",
-        f"- Budget: {training.get('step', 'n/a')} optimisation steps, batch "
-        f"{batch}, loss `{loss}`, wall time {minutes:.1f} min on {training.get('device', 'cpu')}.",
+        _budget_line(training, batch, loss),
         *_training_lines(training),
         *_instrument_lines(desc),
         "",
@@ -245,8 +291,13 @@ def write_card(
                 f"lenssr calibrate <checkpoint dir>/best.safetensors --data {cal['data']} "
                 f"--n {cal.get('n', 200)}{seed}\n"
             )
+        configs = [
+            _stage_config(stage["checkpoint_dir"]) for stage in _stages(desc.get("training") or {})
+        ] + [cfg]
+        trains = [f"lenssr train --config {c}" for c in configs]
+        trains[0] += "   # simulates data/ on first use"
         reproduce = (
-            f"lenssr train --config {cfg}   # simulates data/ on first use\n"
+            "".join(f"{t}\n" for t in trains)
             + calibrate
             + test_cmd
             + f"lenssr ship <checkpoint dir>/best.safetensors --name {name} --test {test_data}"

@@ -109,6 +109,26 @@ def load_init_weights(model: nn.Module, path: str | Path, strict: bool = True) -
     return report
 
 
+def init_training(path: str | Path) -> dict[str, Any] | None:
+    """How the ``init`` weights were trained, from their descriptor (``<init>.json``): steps,
+    wall time and checkpoint folder, and those of its own init in turn (``init_training``);
+    None when it has no lenssr descriptor."""
+    import json
+
+    desc = Path(path).with_suffix(".json")
+    try:
+        training = json.loads(desc.read_text()).get("training") or {}
+    except (OSError, ValueError):
+        return None
+    return {
+        "init": str(path),
+        "checkpoint_dir": str(Path(path).parent),
+        "step": training.get("step"),
+        "wall_time_s": training.get("wall_time_s"),
+        "init_training": training.get("init_training"),
+    }
+
+
 def build_model(model_cfg: dict[str, Any]) -> nn.Module:
     """The architecture of a config's ``model`` section; a bad key or value is a one-line
     :class:`ConfigError`."""
@@ -314,6 +334,8 @@ class SupervisedTask(Task):
             }
         best = self.engine.best
         extra["training"] = {"best_val_psnr": best if math.isfinite(best) else None}
+        if self.cfg["init"]:
+            extra["training"]["init_training"] = init_training(self.cfg["init"])
         return extra
 
     def summary(self) -> str:
