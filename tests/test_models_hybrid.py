@@ -245,3 +245,16 @@ def test_lr_tail_on_a_two_level_pyramid_and_bad_tail(tiny_configs: dict[str, dic
         assert model(torch.rand(1, 1, 8, 8), scale=4).shape == (1, 1, 32, 32)
     with pytest.raises(LenssrError, match="tail must be 'hr' or 'lr'"):
         create_model("hybrid", tail="mid", **tiny_configs["hybrid"])
+
+
+def test_thin_hr_tail(tiny_configs: dict[str, dict]) -> None:
+    cfg = {**tiny_configs["hybrid"], "sigma_head": True}
+    model = create_model("hybrid", up_feat=3, **cfg).eval()
+    # only the last level's HR feature map is thin; the x2 level of a pyramid keeps num_feat
+    assert model.upsamplers[0][0].out_channels == 8 * 4
+    assert model.upsamplers[1][0].out_channels == 3 * 4
+    assert model.to_image[1].in_channels == 3 and model.to_log_sigma[1].in_channels == 3
+    with torch.no_grad():
+        assert model.forward_with_sigma(torch.rand(1, 1, 6, 7), scale=4).shape == (1, 2, 24, 28)
+    with pytest.raises(LenssrError, match="up_feat must be >= 1"):
+        create_model("hybrid", up_feat=-2, **cfg)
