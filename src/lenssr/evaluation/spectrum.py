@@ -16,6 +16,16 @@ Convention:
 * The **hallucination number** is ``mean_k |log10 ratio(k)|`` over all bins up to Nyquist
   (bins where either spectrum is exactly zero are skipped). 0 means the SR images have the HR
   power spectrum at every scale; 0.3 means a typical factor 2 off.
+* **Background spectra** (:func:`taper_weights`, :func:`masked_radial_power_spectrum`,
+  :func:`band_powers`): the power spectrum of part of an image only, e.g. its sky background.
+  The image minus the median of its selected pixels is multiplied by a weight map that is 0
+  outside the selection and rises from 0 to 1 with a cosine over ``taper_px`` pixels inside it
+  (also at the image border, so the periodic FFT sees no edge); the power is divided by
+  ``sum(weights**2)``, so white noise still has a flat spectrum at ``sigma**2``. The annuli are
+  those above. :func:`band_powers` integrates the radial spectrum over frequency bands (sum of
+  the power of every Fourier mode in the band, i.e. each annulus weighted by its mode count).
+  :func:`background_mask` selects the sky background of an HR image from the image itself
+  (pixels far from any light above a multiple of the sky noise).
 """
 
 from __future__ import annotations
@@ -62,16 +72,183 @@ def radial_power_spectrum(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     window = np.outer(np.hanning(h), np.hanning(w))
     centred = stack - stack.mean(axis=(-2, -1), keepdims=True)
     power2d = np.abs(np.fft.fft2(centred * window)) ** 2 / np.sum(window**2)
+    k, power = _radial_average(power2d)
+    return k, (power[0] if single else power)
+
+
+def _radial_average(power2d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Annulus means ``(N, K)`` of ``(N, H, W)`` FFT-mode powers, and ``k`` (K,)."""
+    n_img, h, w = power2d.shape
     idx, n_bins = _bins((h, w))
     flat_idx = idx.ravel()
     keep = flat_idx <= n_bins
     counts = np.bincount(flat_idx[keep], minlength=n_bins + 1)
-    power = np.empty((stack.shape[0], n_bins), dtype=np.float64)
-    for i, p in enumerate(power2d.reshape(stack.shape[0], -1)):
+    power = np.empty((n_img, n_bins), dtype=np.float64)
+    for i, p in enumerate(power2d.reshape(n_img, -1)):
         sums = np.bincount(flat_idx[keep], weights=p[keep], minlength=n_bins + 1)
         power[i] = sums[1:] / counts[1:]
+    return np.arange(1, n_bins + 1) / min(h, w), power
+
+
+def mode_counts(shape: tuple[int, int]) -> np.ndarray:
+    """Number of Fourier modes in each annulus ``1 .. min(H, W) // 2`` of an (H, W) image."""
+    idx, n_bins = _bins(shape)
+    flat = idx.ravel()
+    return np.bincount(flat[flat <= n_bins], minlength=n_bins + 1)[1:]
+
+
+def taper_weights(mask: np.ndarray, taper_px: float = 4.0) -> np.ndarray:
+    """Weight map of the pixels selected by ``mask``, tapered at the selection's edges.
+
+    ``w = 0.5 * (1 - cos(pi * min(d / taper_px, 1)))``, where ``d`` is the Euclidean distance
+    [pixels] from a selected pixel to the nearest pixel that is not selected or lies outside the
+    image; ``w = 0`` outside the selection, 1 deeper than ``taper_px`` inside it.
+
+    Args:
+        mask: (H, W) or (N, H, W) booleans (True = use this pixel).
+        taper_px: width of the cosine taper [pixels], > 0.
+
+    Returns:
+        float32 weights of the shape of ``mask`` in [0, 1].
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    if taper_px <= 0:
+        raise ValueError(f"taper_px must be > 0, got {taper_px}")
+    stack = np.asarray(mask, dtype=bool)
+    single = stack.ndim == 2
+    if single:
+        stack = stack[None]
+    if stack.ndim != 3:
+        raise ValueError(f"expected an (H, W) or (N, H, W) mask, got shape {stack.shape}")
+    out = np.zeros(stack.shape, dtype=np.float32)
+    for i, m in enumerate(stack):
+        if not m.any():
+            continue
+        d = distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1]  # outside the image = unselected
+        out[i] = 0.5 * (1.0 - np.cos(np.pi * np.minimum(d / taper_px, 1.0)))
+    return out[0] if single else out
+
+
+def masked_radial_power_spectrum(
+    images: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Azimuthally averaged power spectrum of the weighted part of each image.
+
+    Each image minus the median of its pixels with ``weights > 0`` is multiplied by its weights
+    (e.g. :func:`taper_weights`), Fourier transformed, and ``|FFT|^2 / sum(weights**2)`` is
+    averaged in the annuli of :func:`radial_power_spectrum`. Images are transformed one at a
+    time (a large stack is not copied to float64).
+
+    Args:
+        images: (H, W) or (N, H, W), any units.
+        weights: the same shape (or (H, W) for every image), >= 0.
+
+    Returns:
+        ``k`` (K,) in cycles per pixel and ``power`` (K,) or (N, K) in image units squared;
+        ``nan`` for an image whose weights are all zero.
+    """
+    stack = np.asarray(images)
+    single = stack.ndim == 2
+    if single:
+        stack = stack[None]
+    if stack.ndim != 3:
+        raise ValueError(f"expected (H, W) or (N, H, W) images, got shape {stack.shape}")
+    h, w = stack.shape[-2:]
+    if min(h, w) < 2:
+        raise ValueError(f"images must be at least 2x2 for a power spectrum, got {h}x{w}")
+    wts = np.asarray(weights)
+    if wts.shape not in (stack.shape, (h, w)):
+        raise ValueError(f"weights of shape {wts.shape} do not match images {stack.shape}")
+    n_bins = min(h, w) // 2
+    power = np.full((stack.shape[0], n_bins), np.nan)
+    for i in range(stack.shape[0]):
+        wi = np.asarray(wts if wts.ndim == 2 else wts[i], dtype=np.float64)
+        sel = wi > 0
+        if not sel.any():
+            continue
+        img = np.asarray(stack[i], dtype=np.float64)
+        centred = (img - np.median(img[sel])) * wi
+        p2d = np.abs(np.fft.fft2(centred)) ** 2 / np.sum(wi**2)
+        power[i] = _radial_average(p2d[None])[1][0]
     k = np.arange(1, n_bins + 1) / min(h, w)
     return k, (power[0] if single else power)
+
+
+def background_mask(
+    hr: np.ndarray,
+    sigma: float,
+    k_sigma: float = 1.0,
+    smooth_px: float = 2.0,
+    grow_px: int = 2,
+) -> np.ndarray:
+    """Sky-background pixels of HR images: where the light, estimated from the image, is faint.
+
+    The light is estimated by smoothing each image with a Gaussian of ``smooth_px`` pixels
+    (standard deviation); pixels where the estimate is at least ``k_sigma * sigma`` are light,
+    and every pixel within ``grow_px`` pixels (chessboard distance) of a light pixel is excluded
+    too. The rest is background.
+
+    Args:
+        hr: (H, W) or (N, H, W) HR images [image units].
+        sigma: per-pixel noise standard deviation of the empty sky [image units], > 0.
+        k_sigma: light threshold in units of ``sigma``.
+        smooth_px: Gaussian smoothing of the light estimate [pixels], >= 0.
+        grow_px: exclusion margin around light pixels [pixels], >= 0.
+
+    Returns:
+        Booleans of the shape of ``hr`` (True = background).
+    """
+    from scipy.ndimage import binary_dilation, gaussian_filter
+
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    stack = np.asarray(hr)
+    single = stack.ndim == 2
+    if single:
+        stack = stack[None]
+    if stack.ndim != 3:
+        raise ValueError(f"expected (H, W) or (N, H, W) images, got shape {stack.shape}")
+    out = np.zeros(stack.shape, dtype=bool)
+    for i in range(stack.shape[0]):
+        img = np.asarray(stack[i], dtype=np.float64)
+        light = gaussian_filter(img, smooth_px, mode="nearest") if smooth_px > 0 else img
+        lit = light >= k_sigma * sigma
+        if grow_px > 0 and lit.any():
+            lit = binary_dilation(lit, structure=np.ones((3, 3), bool), iterations=grow_px)
+        out[i] = ~lit
+    return out[0] if single else out
+
+
+def band_powers(
+    k: np.ndarray,
+    power: np.ndarray,
+    bands: Mapping[str, tuple[float, float]],
+    shape: tuple[int, int],
+) -> dict[str, np.ndarray]:
+    """Power integrated over frequency bands: the sum of the power of every mode in the band.
+
+    Args:
+        k: (K,) annulus frequencies [cycles per pixel] of :func:`radial_power_spectrum`.
+        power: (K,) or (N, K) annulus-mean powers.
+        bands: name -> ``(k_lo, k_hi)``; an annulus belongs to a band when
+            ``k_lo <= k < k_hi`` (use ``k_hi > 0.5`` to include the Nyquist annulus).
+        shape: the (H, W) of the images (gives the number of modes per annulus).
+
+    Returns:
+        name -> float (or (N,)) band power [image units squared x modes].
+    """
+    counts = mode_counts(shape).astype(np.float64)
+    k = np.asarray(k, dtype=np.float64)
+    power = np.asarray(power, dtype=np.float64)
+    if power.shape[-1] != len(counts) or len(k) != len(counts):
+        raise ValueError(f"power has {power.shape[-1]} bins, images of {shape} have {len(counts)}")
+    out = {}
+    for name, (lo, hi) in bands.items():
+        sel = (k >= lo) & (k < hi)
+        band = np.sum(power[..., sel] * counts[sel], axis=-1)
+        out[name] = float(band) if np.ndim(band) == 0 else band
+    return out
 
 
 def ratio_from_power(p_sr: np.ndarray, p_hr: np.ndarray) -> np.ndarray:

@@ -12,6 +12,16 @@ Conventions:
   shared), so intervals of differences and of the gap fraction are *paired*.
 * **Gap fraction** of a model: ``(AUC_model - AUC_bicubic) / (AUC_HR - AUC_bicubic)``; 0 means
   no better than bicubic upsampling of the LR image, 1 means as good as the real HR image.
+* **Operating point** (:func:`threshold_at_fpr`): the threshold ``t`` on a score at which a
+  reference input's false-positive rate is at most ``fpr``: the smallest score value of the
+  reference negatives with at most ``floor(fpr * n)`` of them strictly above it. A negative is
+  a false positive when its score is strictly above ``t``. :func:`operating_point_fprs`
+  calibrates ``t`` on the reference input and applies it to every input; in each bootstrap
+  resample ``t`` is calibrated again on the resampled reference negatives, so the intervals
+  include the uncertainty of the operating point itself.
+* **Interval verdict** (:func:`interval_verdict`) of a difference that should not be positive:
+  ``pass`` when its whole 95% interval lies at or below 0, ``fail`` when it lies above 0,
+  ``straddles`` when it contains 0 with positive values.
 """
 
 from __future__ import annotations
@@ -98,3 +108,95 @@ def roc_curve(truth: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndar
     fp = (last + 1) - tp
     n_pos, n_neg = max(int(t.sum()), 1), max(int((~t).sum()), 1)
     return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
+
+
+def threshold_at_fpr(negative_scores: np.ndarray, fpr: float = 0.1) -> float:
+    """Threshold at which at most ``floor(fpr * n)`` of ``n`` negatives score strictly above.
+
+    The smallest such value among the scores (module docstring); ``nan`` without negatives.
+    """
+    s = np.sort(np.asarray(negative_scores, dtype=np.float64).ravel())
+    if not 0.0 <= fpr <= 1.0:
+        raise ValueError(f"fpr must be in [0, 1], got {fpr}")
+    if len(s) == 0:
+        return float("nan")
+    m = min(int(np.floor(fpr * len(s) + 1e-9)), len(s) - 1)
+    return float(s[len(s) - m - 1])
+
+
+def false_positive_rate(negative_scores: np.ndarray, threshold: float) -> float:
+    """Fraction of negatives scoring strictly above ``threshold`` (``nan`` without negatives)."""
+    s = np.asarray(negative_scores, dtype=np.float64)
+    return float(np.mean(s > threshold)) if s.size else float("nan")
+
+
+def operating_point_fprs(
+    negative: np.ndarray,
+    scores: dict[str, np.ndarray],
+    reference: str,
+    indices: np.ndarray,
+    fpr: float = 0.1,
+) -> dict[str, dict]:
+    """False-positive rates of every input at the reference input's operating point.
+
+    Args:
+        negative: ``(n,)`` booleans, True for the test items without the signal.
+        scores: input name -> ``(n,)`` scores of the same test items (higher = signal).
+        reference: the input whose negatives calibrate the threshold (e.g. ``hr``).
+        indices: ``(B, n)`` bootstrap indices (:func:`bootstrap_indices`), shared by all inputs.
+        fpr: the reference false-positive rate that sets the threshold.
+
+    Returns:
+        ``{"threshold": float, "threshold_boot": (B,), "inputs": {name: {"fpr": float,
+        "boot": (B,), "diff": float, "diff_boot": (B,)}}}``; ``diff`` is the input's FPR minus
+        the reference's, paired (same resampled items, same recalibrated threshold).
+    """
+    negative = np.asarray(negative, dtype=bool)
+    s = {k: np.asarray(v, dtype=np.float64) for k, v in scores.items()}
+    t = threshold_at_fpr(s[reference][negative], fpr)
+    point = {k: false_positive_rate(v[negative], t) for k, v in s.items()}
+    t_boot = np.empty(len(indices))
+    boot = {k: np.empty(len(indices)) for k in s}
+    for b, idx in enumerate(np.asarray(indices)):
+        neg = idx[negative[idx]]
+        t_boot[b] = threshold_at_fpr(s[reference][neg], fpr)
+        for k, v in s.items():
+            boot[k][b] = false_positive_rate(v[neg], t_boot[b])
+    ref_p, ref_b = point[reference], boot[reference]
+    inputs = {
+        k: {
+            "fpr": point[k],
+            "boot": boot[k],
+            "diff": point[k] - ref_p,
+            "diff_boot": boot[k] - ref_b,
+        }
+        for k in s
+    }
+    return {"threshold": t, "threshold_boot": t_boot, "inputs": inputs}
+
+
+def interval_verdict(lo: float, hi: float) -> str:
+    """``pass`` (interval at or below 0), ``fail`` (above 0), ``straddles`` or ``n/a`` (nan)."""
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "n/a"
+    if hi <= 0.0:
+        return "pass"
+    if lo > 0.0:
+        return "fail"
+    return "straddles"
+
+
+def median_bootstrap(values: np.ndarray, indices: np.ndarray) -> tuple[float, np.ndarray]:
+    """Median of the finite ``values`` (``(n,)``, nan = left out) and of every resample ``(B,)``.
+
+    A resample without a finite value gives ``nan``.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    point = float(np.median(v[finite])) if finite.any() else float("nan")
+    res = v[np.asarray(indices)]
+    ok = np.isfinite(res).any(axis=1)
+    boot = np.full(len(res), np.nan)
+    if ok.any():
+        boot[ok] = np.nanmedian(res[ok], axis=1)
+    return point, boot
