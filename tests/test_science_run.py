@@ -47,10 +47,33 @@ def test_validate_science_tiny_run_writes_full_report(tmp_path, tiny_checkpoint,
         assert f["flux_error"] is not None
     assert report["fidelity"]["hr"]["hallucination_number"] == 0.0
     assert report["fidelity"]["hr"]["einstein_mae_arcsec"] < 0.2
+    # hallucination guard: false positives on no_sub at the HR operating point
+    fp = report["false_positives"]
+    assert fp["n_no_sub"] == 15 and fp["target_fpr"] == 0.1 and fp["reference"] == "hr"
+    assert list(fp["per_input"]) == types
+    assert fp["per_input"]["hr"]["verdict"] == "reference"
+    assert fp["per_input"]["hr"]["fpr"] <= 0.1 and fp["per_input"]["hr"]["diff_vs_hr"] == 0.0
+    for kind in types[1:]:
+        r = fp["per_input"][kind]
+        assert 0.0 <= r["fpr"] <= 1.0 and r["ci95"][0] <= r["ci95"][1]
+        assert r["diff_ci95"][0] <= r["diff_vs_hr"] <= r["diff_ci95"][1]
+        assert r["verdict"] in {"pass", "straddles", "fail"}
+    # hallucination guard: background power ratio per band
+    bg = report["background_power"]
+    assert bg["n_test"] == 45 and 0 < bg["n_images"] <= 45
+    assert list(bg["bands"]) == ["low", "mid", "high", "all"] and bg["bands"]["high"] == [0.25, 0.5]
+    assert list(bg["per_input"]) == types
+    for band in bg["bands"]:
+        assert bg["per_input"]["hr"][band] == {"ratio": 1.0, "ci95": [1.0, 1.0]}
+        for kind in types[1:]:
+            r = bg["per_input"][kind][band]
+            assert r["ratio"] > 0 and r["ci95"][0] <= r["ratio"] <= r["ci95"][1]
     for key in ("roc", "examples", "report_md"):
         assert (out / report["files"][key].split("/")[-1]).stat().st_size > 1000
     md = (out / "report.md").read_text()
     assert "| edsr-tiny |" in md and "gap" in md
+    assert "false positives on systems without substructure" in md
+    assert "power of the sky background" in md
     assert "report_md" in capsys.readouterr().out
 
 

@@ -16,6 +16,7 @@ from lenssr.science.stats import roc_curve
 __all__ = [
     "TARGET_GAP_FRACTION",
     "clean_json",
+    "guard_verdict",
     "plot_examples",
     "plot_roc",
     "render_markdown",
@@ -167,6 +168,113 @@ def verdict(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _pct(v: float | None, nd: int = 1, sign: bool = False) -> str:
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    return f"{100 * v:+.{nd}f}" if sign else f"{100 * v:.{nd}f}"
+
+
+def _sig(v: float | None) -> str:
+    """Three significant digits (ratios that may span decades)."""
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:.3g}"
+
+
+def guard_verdict(report: Mapping[str, Any]) -> list[str]:
+    """Plain sentences on the false-positive guard of each SR model (from ``false_positives``)."""
+    fp = report.get("false_positives")
+    if not fp:
+        return []
+    words = {
+        "pass": "passes: its interval lies at or below 0, it adds no false positives",
+        "straddles": "is undecided: the interval contains 0, more test images would tell",
+        "fail": "FAILS: the interval lies above 0, it shows substructure where there is none",
+        "n/a": "cannot be judged (no interval)",
+    }
+    lines = []
+    for m in report["config"]["models"]:
+        r = fp["per_input"].get(m)
+        if r is None:
+            continue
+        lo, hi = r["diff_ci95"]
+        lines.append(
+            f"**{m}** false positives on `no_sub` at the HR {_pct(fp['target_fpr'], 0)}% "
+            f"operating point: {_pct(r['fpr'])}% (HR {_pct(fp['per_input']['hr']['fpr'])}%), "
+            f"difference {_pct(r['diff_vs_hr'], sign=True)} points "
+            f"(95% CI {_pct(lo, sign=True)}...{_pct(hi, sign=True)}): the guard "
+            f"{words.get(r['verdict'], r['verdict'])}."
+        )
+    return lines
+
+
+def _guard_markdown(report: Mapping[str, Any]) -> list[str]:
+    """The two hallucination-guard tables (absent from reports that predate them)."""
+    lines: list[str] = []
+    fp = report.get("false_positives")
+    if fp:
+        lines += [
+            "### Hallucination guard: false positives on systems without substructure",
+            "",
+            f"Score: {fp['score']}. Operating point: the threshold "
+            f"{_fmt(fp['threshold'])} (95% CI {_ci(fp['threshold_ci95'])}) above which at most "
+            f"{_pct(fp['target_fpr'], 0)}% of the {fp['n_no_sub']} HR `no_sub` test images "
+            "score; the same threshold on every input type. Intervals: paired bootstrap of the "
+            "test set, the threshold recalibrated on HR in each resample. Verdict on "
+            "FPR - FPR_HR: pass = interval at or below 0, straddles = contains 0, "
+            "fail = above 0 (target: no more false positives than HR).",
+            "",
+            "| input | FPR on no_sub [95% CI] | FPR - FPR_HR [95% CI] | verdict |",
+            "|---|---|---|---|",
+        ]
+        for kind in report["input_types"]:
+            r = fp["per_input"].get(kind)
+            if r is None:
+                continue
+            diff = (
+                "0 (reference)"
+                if kind == "hr"
+                else f"{_fmt(r['diff_vs_hr'])} {_ci(r['diff_ci95'])}"
+            )
+            lines.append(
+                f"| {kind} | {_fmt(r['fpr'])} {_ci(r['ci95'])} | {diff} | {r['verdict']} |"
+            )
+        lines.append("")
+    bg = report.get("background_power")
+    if bg:
+        mask = bg["mask"]
+        bands = bg["bands"]
+        lines += [
+            "### Hallucination guard: power of the sky background",
+            "",
+            "Background: the pixels of each HR test image farther than "
+            f"{mask['grow_px']} px from any pixel where the HR image, smoothed by a Gaussian of "
+            f"{_fmt(mask['smooth_px'], 1)} px, reaches {_fmt(mask['k_sigma'], 1)} x the HR sky "
+            f"noise ({_fmt(mask['sigma_hr'], 3)}); the same mask for every input type, "
+            f"cosine-tapered over {_fmt(mask['taper_px'], 1)} px. Spectrum of the image minus "
+            "its background median, under that taper; ratio P_input / P_HR of the power "
+            "integrated over each band (cycles per HR pixel: "
+            + ", ".join(f"{b} {_fmt(lo, 3)}-{_fmt(hi, 3)}" for b, (lo, hi) in bands.items())
+            + "; the high band lies above the LR Nyquist frequency), per image, then the median "
+            f"over the {bg['n_images']} of {bg['n_test']} test images whose tapered background "
+            f"covers at least {_pct(mask['min_fraction'], 0)}% of the image, with a bootstrap "
+            "95% interval. 1 = the HR background's texture; > 1 = extra power (invented "
+            "structure, or LR noise carried over: see bicubic); < 1 = smoothed away.",
+            "",
+            "| input | " + " | ".join(f"{b} [95% CI]" for b in bands) + " |",
+            "|" + "---|" * (len(bands) + 1),
+        ]
+        for kind in report["input_types"]:
+            r = bg["per_input"].get(kind)
+            if r is None:
+                continue
+            cells = [
+                f"{_sig(r[b]['ratio'])} [{_sig(r[b]['ci95'][0])}, {_sig(r[b]['ci95'][1])}]"
+                for b in bands
+            ]
+            lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     """The README-ready Markdown report: tables plus what they mean."""
     cfg = report["config"]
@@ -229,6 +337,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "by the LR noise). Hallucination number: mean |log10| of the SR/HR power-spectrum ratio "
         "(0 = HR texture at every scale).",
         "",
+    ]
+    lines += _guard_markdown(report)
+    lines += [
         "### What it means",
         "",
         "The gap fraction is (AUC_model - AUC_bicubic) / (AUC_HR - AUC_bicubic) on the macro "
@@ -236,7 +347,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "image. The project target is that the hybrid model closes at least half of the gap.",
         "",
     ]
-    lines += [f"- {s}" for s in verdict(report)] or ["- No SR model was evaluated."]
+    lines += [f"- {s}" for s in verdict(report) + guard_verdict(report)] or [
+        "- No SR model was evaluated."
+    ]
     lines.append("")
     return "\n".join(lines)
 

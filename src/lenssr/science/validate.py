@@ -17,7 +17,41 @@ Protocol (one function, :func:`validate_science`; the CLI is a thin layer over i
    :func:`lenssr.science.einstein.einstein_radius`, against the true ``theta_e``.
 6. Flux consistency (:func:`lenssr.evaluation.flux.flux_consistency`) and the power-spectrum
    hallucination number (:func:`lenssr.evaluation.spectrum.hallucination_number`).
-7. ``report.json``, ``report.md``, ``roc.png`` and ``examples.png`` in ``out``.
+7. Hallucination guard, false positives (report key ``false_positives``): the fixed classifier's
+   *substructure score* is ``1 - P(no_sub)`` (= ``P(cdm) + P(axion)``). Its operating point is
+   the threshold at which at most ``FPR_TARGET`` (10%) of the HR ``no_sub`` test images score
+   strictly above it (:func:`lenssr.science.stats.threshold_at_fpr`). At that threshold, the
+   false-positive rate on the ``no_sub`` test images of every input type, and its difference
+   ``FPR_input - FPR_HR``, with paired bootstrap 95% intervals over the test set's bootstrap
+   resamples (the threshold is recalibrated on HR in each resample). ``verdict``: ``pass`` when
+   the difference's interval lies at or below 0, ``straddles`` when it contains positive values
+   and 0, ``fail`` when it lies above 0 (the target: SR adds no false positives).
+8. Hallucination guard, background power (report key ``background_power``): the sky background
+   of each test image is selected on its HR image
+   (:func:`lenssr.evaluation.spectrum.background_mask`): the HR image smoothed by a Gaussian of
+   ``BG_SMOOTH_PX`` pixels is the light estimate; pixels within ``BG_GROW_PX`` pixels of light
+   at or above ``BG_K_SIGMA`` times the HR sky noise (sky and read noise of the HR instrument)
+   are excluded. (The simulation stores no noiseless components; on simulated systems this mask
+   keeps pixels whose noiseless light is below ~1.2 sigma.) The same mask, cosine-tapered over
+   ``BG_TAPER_PX`` pixels at its edges and at the image border
+   (:func:`~lenssr.evaluation.spectrum.taper_weights`), weights every input type's image minus
+   its background median; its radial power spectrum
+   (:func:`~lenssr.evaluation.spectrum.masked_radial_power_spectrum`) is integrated over the
+   bands of :func:`background_bands` (low / mid below the LR Nyquist frequency, high above it,
+   all). Per image and band the ratio ``P_input / P_HR``; images whose tapered background
+   covers less than ``BG_MIN_FRACTION`` of the image are left out. Reported: the median ratio
+   over images with a bootstrap 95% interval (same resamples). 1 = the HR background's texture;
+   > 1 = extra power (invented structure, or LR noise carried over); < 1 = over-smoothed.
+9. ``report.json``, ``report.md``, ``roc.png`` and ``examples.png`` in ``out``.
+
+``report.json`` keys: ``config``, ``classes``, ``input_types``, ``recipe``,
+``fixed_classifier`` and ``realistic`` (AUCs), ``gap_fraction``, ``fidelity``,
+``einstein_estimator``, ``false_positives`` (step 7: ``score``, ``reference``, ``target_fpr``,
+``threshold``, ``threshold_ci95``, ``n_no_sub``, ``per_input`` -> input type -> ``fpr``,
+``ci95``, ``diff_vs_hr``, ``diff_ci95``, ``verdict``), ``background_power`` (step 8: ``mask``
+with its parameters and ``sigma_hr``, ``bands`` name -> ``[k_lo, k_hi]`` in cycles per HR
+pixel, ``n_images``, ``n_test``, ``median_background_fraction``, ``per_input`` -> input type ->
+band -> ``ratio``, ``ci95``), ``train_logs``, ``timings``, ``files``.
 """
 
 from __future__ import annotations
@@ -47,12 +81,26 @@ from lenssr.science.stats import (
     bootstrap_indices,
     gap_fraction,
     interval,
+    interval_verdict,
+    median_bootstrap,
+    operating_point_fprs,
     ovr_auc,
     ovr_auc_bootstrap,
 )
 
 CLASS_NAMES = ("no_sub", "cdm", "axion")
 HR, BICUBIC = "hr", "bicubic"
+
+#: False-positive rate of the fixed classifier on HR ``no_sub`` images that sets the threshold.
+FPR_TARGET = 0.1
+#: Background mask (module docstring, step 8): light threshold [HR sky sigma], smoothing of the
+#: light estimate [HR px], margin around light [HR px], taper width [HR px], least tapered
+#: background area [fraction of the image] for an image to count.
+BG_K_SIGMA = 1.0
+BG_SMOOTH_PX = 2.0
+BG_GROW_PX = 2
+BG_TAPER_PX = 4.0
+BG_MIN_FRACTION = 0.02
 
 
 @dataclass
@@ -190,6 +238,101 @@ def _gap_rows(results: dict[str, dict], models: list[str]) -> dict[str, dict]:
     return out
 
 
+def background_bands(scale: int) -> dict[str, tuple[float, float]]:
+    """Frequency bands [cycles per HR pixel] of the background power ratio, ``k_lo <= k < k_hi``.
+
+    With the LR Nyquist frequency ``k_lr = 0.5 / scale``: ``low`` below ``k_lr / 2``, ``mid``
+    from ``k_lr / 2`` to ``k_lr``, ``high`` from ``k_lr`` up to the HR Nyquist frequency 0.5
+    (scales the LR image does not contain), ``all`` every frequency above DC.
+    """
+    k_lr = 0.5 / scale
+    return {
+        "low": (0.0, k_lr / 2),
+        "mid": (k_lr / 2, k_lr),
+        "high": (k_lr, np.inf),
+        "all": (0.0, np.inf),
+    }
+
+
+def _background_band_powers(
+    x: np.ndarray, weights: np.ndarray, bands: dict[str, tuple[float, float]]
+) -> np.ndarray:
+    """``(n, n_bands)`` background power of each image in each band (order of ``bands``)."""
+    from lenssr.evaluation.spectrum import band_powers, masked_radial_power_spectrum
+
+    k, power = masked_radial_power_spectrum(x, weights)
+    bp = band_powers(k, power, bands, x.shape[-2:])
+    return np.stack([np.asarray(bp[b], dtype=np.float64) for b in bands], axis=1)
+
+
+def _false_positive_summary(
+    labels: np.ndarray, proba: dict[str, np.ndarray], boot_idx: np.ndarray
+) -> dict[str, Any]:
+    """Step 7 of the module docstring: FPRs on ``no_sub`` at the HR operating point."""
+    negative = labels == CLASS_NAMES.index("no_sub")
+    scores = {k: 1.0 - p[:, CLASS_NAMES.index("no_sub")] for k, p in proba.items()}
+    op = operating_point_fprs(negative, scores, HR, boot_idx, FPR_TARGET)
+    per_input = {}
+    for kind, r in op["inputs"].items():
+        lo, hi = interval(r["diff_boot"])
+        per_input[kind] = {
+            "fpr": r["fpr"],
+            "ci95": list(interval(r["boot"])),
+            "diff_vs_hr": r["diff"],
+            "diff_ci95": [lo, hi],
+            "verdict": "reference" if kind == HR else interval_verdict(lo, hi),
+        }
+    return {
+        "score": "1 - P(no_sub) = P(cdm) + P(axion), HR-trained classifier",
+        "reference": HR,
+        "target_fpr": FPR_TARGET,
+        "threshold": op["threshold"],
+        "threshold_ci95": list(interval(op["threshold_boot"])),
+        "n_no_sub": int(negative.sum()),
+        "per_input": per_input,
+    }
+
+
+def _background_summary(
+    band_power: dict[str, np.ndarray],
+    usable: np.ndarray,
+    fraction: np.ndarray,
+    bands: dict[str, tuple[float, float]],
+    sigma_hr: float,
+    boot_idx: np.ndarray,
+) -> dict[str, Any]:
+    """Step 8 of the module docstring: median background power ratio per input type and band."""
+    ref = band_power[HR]
+    per_input = {}
+    for kind, bp in band_power.items():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(usable[:, None] & (ref > 0), bp / np.where(ref > 0, ref, 1.0), np.nan)
+        row = {}
+        for j, name in enumerate(bands):
+            point, boot = median_bootstrap(ratio[:, j], boot_idx)
+            finite = boot[np.isfinite(boot)]
+            row[name] = {
+                "ratio": point,
+                "ci95": list(interval(finite)) if len(finite) else [float("nan")] * 2,
+            }
+        per_input[kind] = row
+    return {
+        "mask": {
+            "k_sigma": BG_K_SIGMA,
+            "smooth_px": BG_SMOOTH_PX,
+            "grow_px": BG_GROW_PX,
+            "taper_px": BG_TAPER_PX,
+            "min_fraction": BG_MIN_FRACTION,
+            "sigma_hr": sigma_hr,
+        },
+        "bands": {name: [lo, min(hi, 0.5)] for name, (lo, hi) in bands.items()},
+        "n_images": int(usable.sum()),
+        "n_test": len(usable),
+        "median_background_fraction": float(np.median(fraction)),
+        "per_input": per_input,
+    }
+
+
 def _upscaler(name: str, device: str):
     from lenssr.inference import load_model
 
@@ -226,8 +369,9 @@ def validate_science(
     from lenssr.device import resolve_device
     from lenssr.evaluation.data_preset import preset_for_data
     from lenssr.evaluation.flux import flux_consistency
-    from lenssr.evaluation.spectrum import hallucination_number
+    from lenssr.evaluation.spectrum import background_mask, hallucination_number, taper_weights
     from lenssr.science.report import clean_json, plot_examples, plot_roc, write_report
+    from lenssr.simulation.instrument import noise_sigma
 
     log = log or (lambda msg: None)
     if cfg.n_train < 2 or cfg.n_test < 2:
@@ -267,6 +411,18 @@ def validate_science(
 
     recipe = cfg.recipe()
     boot_idx = bootstrap_indices(len(test.labels), cfg.n_boot, cfg.seed)
+
+    # background of every test image, selected on its HR image (module docstring, step 8)
+    sigma_hr = float(noise_sigma(np.zeros(()), flux_preset.hr))
+    bg_mask = background_mask(test.hr, sigma_hr, BG_K_SIGMA, BG_SMOOTH_PX, BG_GROW_PX)
+    bg_weights = taper_weights(bg_mask, BG_TAPER_PX)
+    del bg_mask
+    bg_fraction = np.sum(bg_weights.astype(np.float64) ** 2, axis=(1, 2)) / np.prod(
+        bg_weights.shape[1:]
+    )
+    bg_usable = bg_fraction >= BG_MIN_FRACTION
+    bg_bands = background_bands(attrs["scale"])
+    bg_power: dict[str, np.ndarray] = {}
 
     digests = {k: _weights_digest(u) for k, u in upscalers.items() if k != BICUBIC}
 
@@ -361,6 +517,7 @@ def validate_science(
             "flux_residual": float(np.mean(flux["flux_residual"])),
             "hallucination_number": float(hallucination_number(x_test, test.hr)),
         }
+        bg_power[kind] = _background_band_powers(x_test, bg_weights, bg_bands)
         timings[f"{kind}_s"] = time.perf_counter() - t0
         log(
             f"input type {kind}: fixed macro AUC {fixed[kind]['macro_auc']:.3f}, realistic "
@@ -371,6 +528,11 @@ def validate_science(
 
     gaps_fixed = _gap_rows(fixed, models)
     gaps_real = _gap_rows(realistic, models)
+    false_pos = _false_positive_summary(
+        test.labels, {k: fixed[k]["_proba"] for k in input_types}, boot_idx
+    )
+    background = _background_summary(bg_power, bg_usable, bg_fraction, bg_bands, sigma_hr, boot_idx)
+    del bg_weights
     roc_path = plot_roc(
         {k: (test.labels, fixed[k]["_proba"]) for k in input_types},
         {k: (test.labels, realistic[k]["_proba"]) for k in input_types if k != HR},
@@ -406,6 +568,8 @@ def validate_science(
         "gap_fraction": {"fixed_classifier": gaps_fixed, "realistic": gaps_real},
         "fidelity": fidelity,
         "einstein_estimator": ESTIMATOR_DESCRIPTION,
+        "false_positives": false_pos,
+        "background_power": background,
         "train_logs": train_logs,
         "timings": timings,
     }
