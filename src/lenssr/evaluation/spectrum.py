@@ -36,8 +36,10 @@ from pathlib import Path
 import numpy as np
 
 
-def _as_stack(images: np.ndarray) -> tuple[np.ndarray, bool]:
-    arr = np.asarray(images, dtype=np.float64)
+def _as_stack(images: np.ndarray, dtype: type | None = np.float64) -> tuple[np.ndarray, bool]:
+    """``(N, H, W)`` view of ``(H, W)`` or ``(N, H, W)`` images and whether it was one image;
+    ``dtype=None`` keeps the input's type (a large stack is not copied)."""
+    arr = np.asarray(images, dtype=dtype)
     if arr.ndim == 2:
         return arr[None], True
     if arr.ndim == 3:
@@ -115,12 +117,7 @@ def taper_weights(mask: np.ndarray, taper_px: float = 4.0) -> np.ndarray:
 
     if taper_px <= 0:
         raise ValueError(f"taper_px must be > 0, got {taper_px}")
-    stack = np.asarray(mask, dtype=bool)
-    single = stack.ndim == 2
-    if single:
-        stack = stack[None]
-    if stack.ndim != 3:
-        raise ValueError(f"expected an (H, W) or (N, H, W) mask, got shape {stack.shape}")
+    stack, single = _as_stack(mask, dtype=bool)
     out = np.zeros(stack.shape, dtype=np.float32)
     for i, m in enumerate(stack):
         if not m.any():
@@ -148,12 +145,7 @@ def masked_radial_power_spectrum(
         ``k`` (K,) in cycles per pixel and ``power`` (K,) or (N, K) in image units squared;
         ``nan`` for an image whose weights are all zero.
     """
-    stack = np.asarray(images)
-    single = stack.ndim == 2
-    if single:
-        stack = stack[None]
-    if stack.ndim != 3:
-        raise ValueError(f"expected (H, W) or (N, H, W) images, got shape {stack.shape}")
+    stack, single = _as_stack(images, dtype=None)
     h, w = stack.shape[-2:]
     if min(h, w) < 2:
         raise ValueError(f"images must be at least 2x2 for a power spectrum, got {h}x{w}")
@@ -203,12 +195,7 @@ def background_mask(
 
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
-    stack = np.asarray(hr)
-    single = stack.ndim == 2
-    if single:
-        stack = stack[None]
-    if stack.ndim != 3:
-        raise ValueError(f"expected (H, W) or (N, H, W) images, got shape {stack.shape}")
+    stack, single = _as_stack(hr, dtype=None)
     out = np.zeros(stack.shape, dtype=bool)
     for i in range(stack.shape[0]):
         img = np.asarray(stack[i], dtype=np.float64)
