@@ -274,15 +274,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         uploads = [f for f in uploads if isinstance(f, UploadFile)]
         if not uploads:
             raise HTTPException(400, "no files uploaded: drop a .zip or image files")
+        # the job's fields that the user chose (the upload decides the others)
+        asked = {
+            "model": model,
+            "scale": scale,
+            "tta": _flag(form.get("tta")),
+            "uncertainty": uncertainty,
+            **instrument,
+        }
         job_id, folder = manager.new_folder()
         try:
-            job = await run_in_threadpool(
-                _build_job, job_id, folder, uploads, model, scale, _flag(form.get("tta"))
-            )
-            job.psf_fwhm = instrument["psf_fwhm"]
-            job.pixel_scale = instrument["pixel_scale"]
-            job.noise_sigma = instrument["noise_sigma"]
-            job.uncertainty = uncertainty
+            job = await run_in_threadpool(_build_job, job_id, folder, uploads, asked)
             manager.submit(job)
         except InputError as exc:
             shutil.rmtree(folder, ignore_errors=True)
@@ -295,8 +297,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"id": job.id, "total": job.total, "page": f"/#job={job.id}"}
 
     def _build_job(
-        job_id: str, folder: Path, uploads: list[UploadFile], model: str, scale: int, tta: bool
+        job_id: str, folder: Path, uploads: list[UploadFile], asked: dict[str, Any]
     ) -> Job:
+        """The job of ``uploads``, stored as one zip in ``folder``, with the fields in ``asked``
+        (what the user chose: model, scale, tta, uncertainty, instrument)."""
         from lenssr.io import is_image_name
 
         zips = [u for u in uploads if (u.filename or "").lower().endswith(".zip")]
@@ -336,14 +340,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             total = len(seen)
         job = Job(
             id=job_id,
-            model=model,
-            scale=scale,
-            tta=tta,
             folder=folder,
             input_zip=input_zip,
             result_name=f"{stem}_sr.zip",
             total=total,
             pixels=pixels,
+            **asked,
         )
         job.skipped.extend(skipped)
         return job
