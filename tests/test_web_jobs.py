@@ -128,7 +128,9 @@ def test_progress_moves_per_image(client: TestClient) -> None:
         seen.add(job["done"])
         time.sleep(0.02)
     assert job["status"] == "done" and job["done"] == 12
-    assert len(seen - {0}) >= 8, sorted(seen)  # nearly every count between 1 and 11 was seen
+    # per-image progress shows many intermediate counts; an update per batch of 3 or more images
+    # could show at most 3 (the poller can miss counts on a loaded machine, so not all 11)
+    assert len(seen - {0, 12}) >= 4, sorted(seen)
 
 
 def test_small_job_is_not_starved_by_a_large_one(client: TestClient) -> None:
