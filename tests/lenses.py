@@ -1,4 +1,5 @@
-"""Synthetic lens images shared by the browser tests (the web page and the static site)."""
+"""Synthetic lens images shared by the browser tests (the web page and the static site), and a
+minimal validate-science report for the report-rendering tests."""
 
 from __future__ import annotations
 
@@ -21,3 +22,27 @@ def npy_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
     return buf.getvalue()
+
+
+def science_report(aucs: dict, gaps: dict, fidelity: dict, **sections: object) -> dict:
+    """A ``validate-science`` report with the given AUC rows (per input type, both protocols),
+    gap fractions (per model, both protocols) and fidelity rows; ``sections`` add keys."""
+    return {
+        "config": {
+            "models": [k for k in aucs if k not in ("hr", "bicubic")],
+            "preset": "default",
+            "n_train_per_class": 3,
+            "n_test_per_class": 1,
+            "seed": 0,
+            "n_boot": 10,
+        },
+        "classes": ["no_sub", "cdm", "axion"],
+        "input_types": list(aucs),
+        "recipe": {"epochs": 1},
+        "fixed_classifier": aucs,
+        "realistic": aucs,
+        "gap_fraction": {"fixed_classifier": gaps, "realistic": gaps},
+        "fidelity": fidelity,
+        "einstein_estimator": "test",
+        **sections,
+    }

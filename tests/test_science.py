@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
+from lenses import science_report
 from lenssr.science.classifier import (
     Recipe,
     SubstructureResNet,
@@ -174,24 +175,7 @@ def test_report_markdown_says_when_target_is_missed():
         "flux_residual": 0.1,
         "hallucination_number": float("nan"),
     }
-    report = {
-        "config": {
-            "models": ["hybrid"],
-            "preset": "default",
-            "n_train_per_class": 3,
-            "n_test_per_class": 1,
-            "seed": 0,
-            "n_boot": 10,
-        },
-        "classes": ["no_sub", "cdm", "axion"],
-        "input_types": ["hr", "bicubic", "hybrid"],
-        "recipe": {"epochs": 1},
-        "fixed_classifier": aucs,
-        "realistic": aucs,
-        "gap_fraction": {"fixed_classifier": gaps, "realistic": gaps},
-        "fidelity": {k: fid for k in aucs},
-        "einstein_estimator": "test",
-    }
+    report = science_report(aucs, gaps, {k: fid for k in aucs})
     md = render_markdown(clean_json(report))
     assert "closes 25% of the LR->HR" in md and "does NOT reach the target" in md
     assert "| hybrid |" in md and "n/a" in md  # nan -> n/a

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
+from lenses import science_report
 from lenssr.evaluation.spectrum import (
     background_mask,
     band_powers,
@@ -258,35 +259,18 @@ def test_report_markdown_has_the_guard_tables():
     kinds = ["hr", "bicubic", "hybrid"]
     fp_row = {"fpr": 0.1, "ci95": [0.08, 0.12], "diff_vs_hr": 0.0, "diff_ci95": [0.0, 0.0]}
     bg_row = {b: {"ratio": 1.0, "ci95": [1.0, 1.0]} for b in ("low", "mid", "high", "all")}
-    report = {
-        "config": {
-            "models": ["hybrid"],
-            "preset": "default",
-            "n_train_per_class": 3,
-            "n_test_per_class": 1,
-            "seed": 0,
-            "n_boot": 10,
-        },
-        "classes": ["no_sub", "cdm", "axion"],
-        "input_types": kinds,
-        "recipe": {"epochs": 1},
-        "fixed_classifier": dict.fromkeys(kinds, row),
-        "realistic": dict.fromkeys(kinds, row),
-        "gap_fraction": {
-            p: {"hybrid": {"gap_fraction": 0.6, "ci95": [0.5, 0.7]}}
-            for p in ("fixed_classifier", "realistic")
-        },
-        "fidelity": dict.fromkeys(
-            kinds,
-            {
-                "einstein_mae_arcsec": 0.05,
-                "flux_error": 0.01,
-                "flux_residual": 0.1,
-                "hallucination_number": 0.1,
-            },
-        ),
-        "einstein_estimator": "test",
-        "false_positives": {
+    gaps = {"hybrid": {"gap_fraction": 0.6, "ci95": [0.5, 0.7]}}
+    fid = {
+        "einstein_mae_arcsec": 0.05,
+        "flux_error": 0.01,
+        "flux_residual": 0.1,
+        "hallucination_number": 0.1,
+    }
+    report = science_report(
+        dict.fromkeys(kinds, row),
+        gaps,
+        dict.fromkeys(kinds, fid),
+        false_positives={
             "score": "1 - P(no_sub)",
             "reference": "hr",
             "target_fpr": 0.1,
@@ -305,7 +289,7 @@ def test_report_markdown_has_the_guard_tables():
                 },
             },
         },
-        "background_power": {
+        background_power={
             "mask": {
                 "k_sigma": 1.0,
                 "smooth_px": 2.0,
@@ -329,7 +313,7 @@ def test_report_markdown_has_the_guard_tables():
                 "hybrid": {**bg_row, "high": {"ratio": 3.5, "ci95": [3.0, float("nan")]}},
             },
         },
-    }
+    )
     md = render_markdown(clean_json(report))
     assert "false positives on systems without substructure" in md
     assert "| hybrid | 0.200 [0.080, 0.120] | 0.100 [0.050, 0.150] | fail |" in md

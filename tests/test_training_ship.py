@@ -59,6 +59,16 @@ def test_ship_writes_weights_card_and_metrics(test_pairs: Path, tmp_path: Path) 
     np.testing.assert_allclose(sr.upscale(lr), ref.upscale(lr), rtol=0, atol=0)
 
 
+def _ship_card(run: Path, name: str, test_pairs: Path, tmp_path: Path, config: str) -> str:
+    """Ship ``run`` as ``name`` into ``tmp_path`` and return its model card."""
+    weights = tmp_path / "weights"
+    ship_model(
+        run, name, test_pairs, config_path=config, weights_dir=weights,
+        figures_dir=tmp_path / "fig", device="cpu",
+    )  # fmt: skip
+    return (weights / f"{name}.md").read_text()
+
+
 def test_ship_card_of_a_gan_checkpoint_gives_the_gan_chain(test_pairs: Path, tmp_path: Path):
     model = create_model("srcnn", scale=2, num_feat=8, num_feat2=4)
     training = {
@@ -72,12 +82,7 @@ def test_ship_card_of_a_gan_checkpoint_gives_the_gan_chain(test_pairs: Path, tmp
         "config": {"gan": {"weights": {"pixel": 1.0, "adversarial": 0.005}}},
     }
     run = save_checkpoint(tmp_path / "run" / "generator", model, extra={"training": training})
-    weights = tmp_path / "weights"
-    ship_model(
-        run, "tiny-gan", test_pairs, config_path="configs/gan-hybrid.yaml",
-        weights_dir=weights, figures_dir=tmp_path / "fig", device="cpu",
-    )  # fmt: skip
-    card = (weights / "tiny-gan.md").read_text()
+    card = _ship_card(run, "tiny-gan", test_pairs, tmp_path, "configs/gan-hybrid.yaml")
     assert "make weights-gan" in card and "lenssr gan --config configs/gan-hybrid.yaml" in card
     assert "discriminator `patchgan`" in card and "adversarial loss `wgan-gp`" in card
     assert "Best validation PSNR" not in card
@@ -100,12 +105,7 @@ def test_ship_card_of_a_two_stage_training_lists_both_stages(
     training = {"step": 6000, "wall_time_s": 1800.0, "init_training": {**stage,
                 "checkpoint_dir": "runs/hybrid-mix"}}  # fmt: skip
     run = save_checkpoint(tmp_path / "run2" / "best", model, extra={"training": training})
-    weights = tmp_path / "weights"
-    ship_model(
-        run, "tiny2", test_pairs, config_path="configs/hybrid-mix-continue.yaml",
-        weights_dir=weights, figures_dir=tmp_path / "fig", device="cpu",
-    )  # fmt: skip
-    card = (weights / "tiny2.md").read_text()
+    card = _ship_card(run, "tiny2", test_pairs, tmp_path, "configs/hybrid-mix-continue.yaml")
     # the first stage's config is found by its checkpoint folder, and comes first
     first_cmd = "lenssr train --config configs/hybrid-mix.yaml   # simulates data/"
     second_cmd = "lenssr train --config configs/hybrid-mix-continue.yaml\n"
