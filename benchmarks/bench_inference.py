@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from instrument_grid import parse_models  # same folder
 
 from lenssr.inference.api import SRModel, load_model
 from lenssr.inference.backend import select_backend
@@ -90,10 +91,9 @@ def candidates(selected: list[str] | None) -> dict[str, tuple[SRModel, str]]:
     shipped = shipped_models()
     models: dict[str, tuple[SRModel, str]] = {}
     names = selected or (list(shipped) if shipped else list(DEFAULT_ARCHS))
-    for entry in names:
-        name, _, path = entry.partition("=")  # "label=checkpoint": a run's weights
-        if path:
-            models[name] = (load_model(path, device="cpu", backend="torch"), "checkpoint")
+    for name, target in parse_models(",".join(names)).items():
+        if target != name:  # "label=checkpoint": a run's weights
+            models[name] = (load_model(target, device="cpu", backend="torch"), "checkpoint")
         elif name in shipped:
             models[name] = (load_model(name, device="cpu", backend="torch"), "shipped")
         else:

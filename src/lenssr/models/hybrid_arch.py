@@ -330,10 +330,10 @@ class HybridSR(SRNet):
         factor = 2 if use_pyramid else self.scale
         self.factor = factor
         n_up = len(self.scales) if use_pyramid else 1
-        self.lr_tail = tail == "lr"
+        lr_tail = tail == "lr"
         # with the LR tail the last level needs no feature upsampler: its output convs work at
         # the level's input resolution and emit factor**2 sub-pixels each
-        n_feat_up = n_up - 1 if self.lr_tail else n_up
+        n_feat_up = n_up - 1 if lr_tail else n_up
         # channels of each level's upsampled feature map: num_feat, but up_feat at the last
         # level (a thin HR feature map: the output convs keep one nonlinearity at HR for a
         # fraction of the cost)
@@ -351,7 +351,7 @@ class HybridSR(SRNet):
         )
 
         def out_conv(level: int) -> nn.Conv2d:
-            if self.lr_tail and level == n_up - 1:
+            if lr_tail and level == n_up - 1:
                 return nn.Conv2d(num_feat, factor * factor, 3, 1, 1)
             return nn.Conv2d(feats[level], 1, 3, 1, 1)
 

@@ -46,7 +46,7 @@ def _stage_config(checkpoint_dir: str, configs: Path = Path("configs")) -> str:
     for path in sorted(configs.glob("*.yaml")):
         try:
             cfg = load_config(path)
-        except Exception:  # noqa: BLE001 - tuning and preset files are not training configs
+        except LenssrError:  # GAN, pretraining and tuning files are not supervised configs
             continue
         if Path(cfg["checkpoint"]["dir"]) == Path(checkpoint_dir):
             return str(path)

@@ -110,15 +110,14 @@ def load_init_weights(model: nn.Module, path: str | Path, strict: bool = True) -
 
 
 def init_training(path: str | Path) -> dict[str, Any] | None:
-    """How the ``init`` weights were trained, from their descriptor (``<init>.json``): steps,
-    wall time and checkpoint folder, and those of its own init in turn (``init_training``);
-    None when it has no lenssr descriptor."""
-    import json
+    """How the ``init`` weights were trained, from their descriptor: steps, wall time and
+    checkpoint folder, and those of its own init in turn (``init_training``); None when it has
+    no lenssr descriptor."""
+    from lenssr.models.checkpoint import read_descriptor
 
-    desc = Path(path).with_suffix(".json")
     try:
-        training = json.loads(desc.read_text()).get("training") or {}
-    except (OSError, ValueError):
+        training = read_descriptor(path).get("training") or {}
+    except LenssrError:
         return None
     return {
         "init": str(path),
