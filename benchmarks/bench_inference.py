@@ -13,7 +13,9 @@ counted by ``torch.utils.flop_counter.FlopCounterMode``; interpolation and eleme
 not counted) and the GFLOP/s each backend reaches (GFLOP/img x images/s), as a fraction of the
 machine's sgemm roof (``roof``: best GFLOP/s of a 2048x2048 float32 ``torch.mm`` with the same
 threads, measured in the same run). The ONNX Runtime model is the one ``lenssr.load_model``
-runs on CPU by default (cached export, :mod:`lenssr.inference.backend`), with the same threads.
+runs on CPU by default (cached export, :mod:`lenssr.inference.backend`), with the same threads:
+with N > 1 threads it runs a batch as N single-thread sessions on slices of it at once; backend
+``onnxruntime-1session`` is the same graph as one N-thread session, for comparison.
 
 Usage: ``python benchmarks/bench_inference.py [--batch 64] [--size 75] [--repeats 2]
 [--backends torch,onnxruntime] [--models hybrid,edsr,label=CHECKPOINT] [--threads N]``. Prints one
@@ -36,6 +38,8 @@ from lenssr.inference.base import Upscaler, pad_to_multiple_np
 from lenssr.models.registry import create_model
 from lenssr.models.zoo import shipped_models
 
+#: Backend name of ONNX Runtime with one session (its intra-op threads) for every batch.
+ONE_SESSION = "onnxruntime-1session"
 DEFAULT_ARCHS = ("hybrid", "edsr", "srcnn", "lapsrn", "esrgan", "bicubic")
 
 
@@ -107,7 +111,13 @@ def bench_model(
     model: SRModel, x: np.ndarray, backends: list[str], repeats: int
 ) -> dict[str, float]:
     """Images/s per backend for one model at its default scale."""
-    runners: dict[str, Upscaler] = {b: select_backend(model, b) for b in backends}
+    runners: dict[str, Upscaler] = {}
+    for b in backends:
+        if b == ONE_SESSION:  # ONNX Runtime without the data-parallel sessions
+            runners[b] = select_backend(model, "onnxruntime")
+            runners[b]._session(runners[b].scale).data_parallel = 1
+        else:
+            runners[b] = select_backend(model, b)
     return {
         name: images_per_second(lambda a, r=r: r.upscale(a, batch_size=len(a), tile=0), x, repeats)
         for name, r in runners.items()
@@ -165,7 +175,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"{b} {ips[b]:8.1f} img/s ({reach(gflop, ips[b])}; vs_edsr {ips[b] / ref[b]:6.2f})"
             )
         if len(backends) == 2:
-            parts.append(f"ort/torch {ips[backends[1]] / ips[backends[0]]:.2f}")
+            short = {"torch": "torch", "onnxruntime": "ort", ONE_SESSION: "ort-1session"}
+            a, b = (short.get(k, k) for k in backends)
+            parts.append(f"{b}/{a} {ips[backends[1]] / ips[backends[0]]:.2f}")
         print("  ".join(parts))
     print(
         f"edsr-baseline (random)  GFLOP/img {ref_gflop:7.2f}  "

@@ -288,8 +288,8 @@ def test_nan_loss_stops_gan_training_and_keeps_the_last_good_checkpoint(
     original = GanTask.generator_losses
     seen: dict[str, str] = {}
 
-    def poisoned(self, lr, hr):
-        terms = original(self, lr, hr)
+    def poisoned(self, lr, hr, cond=None):
+        terms = original(self, lr, hr, cond)
         if self.engine.step == 5:
             seen["hash"] = hashlib.sha256((tmp_path / "last.safetensors").read_bytes()).hexdigest()
             terms["total"] = terms["total"] * float("nan")

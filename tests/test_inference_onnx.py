@@ -82,6 +82,20 @@ def test_onnx_model_upscale_api(tmp_path) -> None:
         ort_model.upscale(x, scale=4)  # the graph was exported at x2 only
 
 
+def test_batches_run_data_parallel_on_cpu_with_the_same_result(tmp_path) -> None:
+    model = _tiny("hybrid")
+    path = export_onnx(model, tmp_path / "h.onnx")
+    one = OnnxSRModel(path, device="cpu", threads=1)
+    three = OnnxSRModel(path, device="cpu", threads=3)
+    assert (one.data_parallel, three.data_parallel) == (1, 3)
+    x = (np.random.default_rng(1).random((7, 20, 24)) * 300 + 5).astype(np.float32)
+    ref = one.upscale(x, batch_size=7)
+    got = three.upscale(x, batch_size=7)  # slices of 3, 2, 2 images on three sessions
+    assert len(three._workers) == 3
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * 300)
+    assert np.abs(three.upscale(x[:1]) - ref[:1]).max() < 1e-5 * 300  # one image: one session
+
+
 def test_onnx_errors(tmp_path) -> None:
     with pytest.raises(LenssrError, match="not found"):
         OnnxSRModel(tmp_path / "missing.onnx")

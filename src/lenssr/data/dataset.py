@@ -159,9 +159,18 @@ class PairDataset(_Base):
         return self._sample(lr, hr, fwhm, rng, str(self.source.names[index]))
 
     def _sample(
-        self, lr: np.ndarray, hr: np.ndarray, fwhm_pix: float, rng: np.random.Generator, name: str
+        self,
+        lr: np.ndarray,
+        hr: np.ndarray,
+        fwhm_pix: float,
+        rng: np.random.Generator,
+        name: str,
+        lr_noise: np.ndarray | None = None,
     ) -> tuple[torch.Tensor, ...]:
-        """Normalise with the whole LR image's statistics, crop, augment; add the condition."""
+        """Normalise with the whole LR image's statistics, crop, augment; add the condition.
+
+        ``lr_noise``: the LR image's per-pixel noise sigma (its units), cropped and augmented
+        with it and divided by ``hi - lo``; appended to the item after the condition."""
         from lenssr.data.conditioning import condition_vector
         from lenssr.data.normalize import noise_sigma_mad
 
@@ -173,15 +182,22 @@ class PairDataset(_Base):
             y, x = self._corner(rng, lr.shape, name)
             lr = lr[y : y + p, x : x + p]
             hr = hr[s * y : s * (y + p), s * x : s * (x + p)]
+            if lr_noise is not None:
+                lr_noise = lr_noise[y : y + p, x : x + p]
         if self.augment:
             k = int(rng.integers(0, 8))
             lr, hr = dihedral(lr, k), dihedral(hr, k)
+            if lr_noise is not None:
+                lr_noise = dihedral(lr_noise, k)
         lr_n = self.normalization.forward(lr, lo, hi)
         hr_n = self.normalization.forward(hr, lo, hi)
-        if not self.conditioned:
-            return _to_tensor(lr_n), _to_tensor(hr_n)
-        cond = condition_vector(fwhm_pix, np.asarray([sigma]), lo, hi)[0]
-        return _to_tensor(lr_n), _to_tensor(hr_n), torch.from_numpy(cond)
+        out: tuple[torch.Tensor, ...] = (_to_tensor(lr_n), _to_tensor(hr_n))
+        if self.conditioned:
+            cond = condition_vector(fwhm_pix, np.asarray([sigma]), lo, hi)[0]
+            out += (torch.from_numpy(cond),)
+        if lr_noise is not None:
+            out += (_to_tensor(lr_noise / (hi - lo)),)
+        return out
 
 
 class MixturePairDataset(PairDataset):
@@ -193,7 +209,14 @@ class MixturePairDataset(PairDataset):
     the ``(2,)`` conditioning vector (:mod:`lenssr.data.conditioning`) of the drawn instrument
     (its true PSF FWHM in LR pixels; the noise level estimated from the LR image, as inference
     does). The draws of item ``j`` in epoch ``e`` come from ``default_rng([seed, e, index])``.
+
+    With ``consistency = True`` (the data-consistency loss, ``loss.chi2_weight``) the item also
+    holds ``noise (1, p, p)``, the drawn instrument's per-pixel noise sigma at the noiseless LR
+    image (Poisson + sky + read, normalised units), and ``blur ()``, the blur from the HR target
+    to that instrument [HR pixels] (:func:`lenssr.inference.consistency.blur_sigma`).
     """
+
+    consistency = False
 
     def __init__(
         self,
@@ -228,7 +251,18 @@ class MixturePairDataset(PairDataset):
         inst = lr_instrument(self.preset, drawn)
         lr = degrade_array(hr, self.preset, rng=rng, noise=True, lr=inst)
         fwhm_pix = inst.psf_fwhm / self.preset.lr.pixel_scale
-        return self._sample(lr, hr, fwhm_pix, rng, str(self.source.names[index]))
+        name = str(self.source.names[index])
+        if not self.consistency:
+            return self._sample(lr, hr, fwhm_pix, rng, name)
+        from lenssr.inference.consistency import blur_sigma
+        from lenssr.simulation.instrument import noise_sigma
+
+        clean = degrade_array(hr, self.preset, noise=False, lr=inst)
+        noise = noise_sigma(np.clip(clean, 0.0, None), inst).astype(np.float32)
+        hr_fwhm = self.preset.hr.psf_fwhm / self.preset.hr.pixel_scale
+        blur = blur_sigma(fwhm_pix, self.scale, hr_fwhm)
+        item = self._sample(lr, hr, fwhm_pix, rng, name, lr_noise=noise)
+        return (*item, torch.tensor(blur, dtype=torch.float32))
 
 
 class LRDataset(_Base):

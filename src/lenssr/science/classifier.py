@@ -15,9 +15,11 @@ sees morphology, not brightness. Output: logits over the 3 classes ``no_sub, cdm
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -106,6 +108,52 @@ class SubstructureResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.blocks(self.stem(x))
         return self.head(y.mean(dim=(-2, -1)))
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature maps after the stem and after each stage (before pooling)."""
+        y = self.stem(x)
+        out = [y]
+        for block in self.blocks:
+            y = block(y)
+            out.append(y)
+        return out
+
+
+def save_classifier(model: SubstructureResNet, path: str | Path, info: dict | None = None) -> Path:
+    """Write a trained classifier: ``path`` (.safetensors weights) and ``path.json`` (its
+    widths, the class names, and ``info``, e.g. how it was trained)."""
+    from safetensors.torch import save_file
+
+    path = Path(path).with_suffix(".safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path))
+    widths = [int(b.conv1.out_channels) for b in model.blocks]
+    desc = {"kind": "substructure-classifier", "widths": widths, "n_classes": N_CLASSES,
+            "input": "per-image min..max -> [0, 1]", **(info or {})}  # fmt: skip
+    path.with_suffix(".json").write_text(json.dumps(desc, indent=2) + "\n")
+    return path
+
+
+def load_classifier(path: str | Path) -> SubstructureResNet:
+    """A classifier written by :func:`save_classifier`, frozen and in eval mode; a missing or
+    foreign file is a one-line :class:`~lenssr.errors.ConfigError`."""
+    from lenssr.errors import ConfigError
+
+    path = Path(path).with_suffix(".safetensors")
+    desc_path = path.with_suffix(".json")
+    if not path.is_file() or not desc_path.is_file():
+        raise ConfigError(f"substructure classifier not found: {path} (and its .json)")
+    try:
+        desc = json.loads(desc_path.read_text())
+        from safetensors.torch import load_file
+
+        model = SubstructureResNet(tuple(desc["widths"]), int(desc.get("n_classes", N_CLASSES)))
+        model.load_state_dict(load_file(str(path), device="cpu"))
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise ConfigError(f"{path}: not a lenssr substructure classifier ({exc})") from exc
+    model.requires_grad_(False)
+    return model.eval()
 
 
 def prepare_images(images: np.ndarray) -> torch.Tensor:

@@ -53,6 +53,13 @@ DEFAULTS: dict[str, Any] = {
         # sigma-head models: weight of the Gaussian negative log-likelihood of the HR target
         # under the predicted per-pixel 1-sigma (the mean is detached in that term)
         "sigma_weight": 0.0,
+        # data consistency (lenssr.training.science_losses): weight of the excess reduced
+        # chi-squared of the SR patch re-observed by its LR instrument (needs data.mixture)
+        "chi2_weight": 0.0,
+        # feature loss: weight and network, "encoder" (the init hybrid's frozen encoder) or the
+        # path of a substructure classifier trained on HR (the task-driven perceptual loss)
+        "feature_weight": 0.0,
+        "features": None,
     },
     "optim": {"lr": 2.0e-4, "weight_decay": 0.0, "betas": [0.9, 0.99], "grad_clip": None},
     "schedule": {"warmup_steps": 100, "total_steps": None, "min_lr_ratio": 0.0},
@@ -124,6 +131,12 @@ def validate_config(config: dict[str, Any], origin: str = "") -> dict[str, Any]:
     _num(full, "loss", "ssim_weight")
     _num(full, "loss", "charbonnier_eps", positive=True)
     _num(full, "loss", "sigma_weight")
+    _num(full, "loss", "chi2_weight")
+    _num(full, "loss", "feature_weight")
+    if loss["feature_weight"] and not loss["features"]:
+        raise ConfigError("loss.feature_weight needs loss.features (encoder or a classifier path)")
+    if loss["chi2_weight"] and not data["mixture"]:
+        raise ConfigError("loss.chi2_weight needs data.mixture (each item's LR instrument)")
     weights = loss["pyramid_weights"]
     if weights is not None and (
         not isinstance(weights, list) or not all(isinstance(w, int | float) for w in weights)

@@ -139,6 +139,15 @@ class GanTask(SupervisedTask):
         super().__init__(engine)
         self.gp_gen = torch.Generator().manual_seed(int(self.cfg["seed"]) + 2)
 
+    def _conditioned(self) -> bool:
+        """The generator's: from ``init``'s descriptor, else the ``model`` section."""
+        if not self.cfg["init"]:
+            return super()._conditioned()
+        from lenssr.models.checkpoint import read_descriptor
+
+        arch = read_descriptor(self.cfg["init"]).get("arch_config") or {}
+        return int(arch.get("cond_dim", 0) or 0) > 0
+
     def _generator(self) -> nn.Module:
         from lenssr.models import load_checkpoint
 
@@ -194,24 +203,31 @@ class GanTask(SupervisedTask):
         return {"generator": self.model, "discriminator": self.discriminator}
 
     # ----------------------------------------------------------------------------- steps
-    def _sr(self, model: nn.Module, lr: Tensor) -> Tensor:
-        return model(lr, scale=self.data_scale) if len(model.scales) > 1 else model(lr)
+    def _sr(self, model: nn.Module, lr: Tensor, cond: Tensor | None = None) -> Tensor:
+        kw = {} if cond is None else {"cond": cond}
+        if len(model.scales) > 1:
+            return model(lr, scale=self.data_scale, **kw)
+        return model(lr, **kw)
 
-    def discriminator_step(self, lr: Tensor, hr: Tensor) -> tuple[float, dict[str, float]]:
+    def discriminator_step(
+        self, lr: Tensor, hr: Tensor, cond: Tensor | None = None
+    ) -> tuple[float, dict[str, float]]:
         """One discriminator update on a batch; returns ``(d_loss, logs)``."""
         with torch.no_grad(), self.engine.autocast():
-            fake = self._sr(self.model, lr)
+            fake = self._sr(self.model, lr, cond)
         loss, logs = self.adversarial.discriminator_loss(
             self.discriminator, hr, fake.float(), self.gp_gen
         )
         return self.engine.optimize(loss, "discriminator", "the discriminator loss"), logs
 
-    def generator_losses(self, lr: Tensor, hr: Tensor) -> dict[str, Tensor]:
+    def generator_losses(
+        self, lr: Tensor, hr: Tensor, cond: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """The generator's loss terms on a batch: ``pixel``, ``perceptual``, ``adversarial``
         and their weighted sum ``total``."""
         w = self.cfg["gan"]["weights"]
         with self.engine.autocast():
-            sr = self._sr(self.model, lr)
+            sr = self._sr(self.model, lr, cond)
         sr = sr.float()
         zero = sr.new_zeros(())
         terms = {"pixel": self.pixel_loss(sr, hr.float())}
@@ -224,11 +240,13 @@ class GanTask(SupervisedTask):
         terms["total"] = sum(w[k] * terms[k] for k in ("pixel", "perceptual", "adversarial"))
         return terms
 
-    def generator_step(self, lr: Tensor, hr: Tensor) -> dict[str, float]:
+    def generator_step(
+        self, lr: Tensor, hr: Tensor, cond: Tensor | None = None
+    ) -> dict[str, float]:
         """One generator update (discriminator frozen); returns the loss terms."""
         self.discriminator.requires_grad_(False)
         try:
-            terms = self.generator_losses(lr, hr)
+            terms = self.generator_losses(lr, hr, cond)
             self.engine.optimize(terms["total"], "generator", "the generator loss")
         finally:
             self.discriminator.requires_grad_(True)
@@ -237,9 +255,10 @@ class GanTask(SupervisedTask):
     def train_step(self, batches: Iterator[Any]) -> dict[str, float]:
         device = self.engine.device
         for _ in range(int(self.cfg["gan"]["d_steps"])):
-            lr, hr = (t.to(device) for t in next(batches)[:2])
-            d_loss, d_logs = self.discriminator_step(lr, hr)
-        g_terms = self.generator_step(lr, hr)
+            lr, hr, *rest = (t.to(device) for t in next(batches)[:3])
+            cond = rest[0] if self.conditioned and rest else None
+            d_loss, d_logs = self.discriminator_step(lr, hr, cond)
+        g_terms = self.generator_step(lr, hr, cond)
         return {
             **{f"g_{k}": v for k, v in g_terms.items()},
             "d_loss": d_loss,
@@ -255,7 +274,10 @@ class GanTask(SupervisedTask):
 
         device = self.engine.device
         metrics, srs, hrs = validation_metrics(
-            model, self.val_loader, device, lambda m, batch: self._sr(m, batch[0].to(device))
+            model,
+            self.val_loader,
+            device,
+            lambda m, b: self._sr(m, b[0].to(device), b[2].to(device) if len(b) > 2 else None),
         )
         metrics["val_hallucination"] = hallucination_number(
             np.concatenate([s[:, 0].cpu().numpy() for s in srs]),

@@ -212,7 +212,7 @@ class SupervisedTask(Task):
         )  # fmt: skip
         self.data_scale = int(train_src.scale)
         self.normalization = Normalization(dcfg["normalization"])
-        self.conditioned = int(self.cfg["model"].get("cond_dim", 0) or 0) > 0
+        self.conditioned = self._conditioned()
         common = {"normalization": self.normalization, "seed": seed}
         if dcfg["mixture"]:
             train_ds = MixturePairDataset(
@@ -220,6 +220,7 @@ class SupervisedTask(Task):
                 patch_size=dcfg["patch_size"], augment=bool(dcfg["augment"]), **common,
             )  # fmt: skip
             train_ds.conditioned = self.conditioned
+            train_ds.consistency = bool(self.cfg["loss"]["chi2_weight"])
         else:
             train_ds = PairDataset(
                 train_src, indices=list(train_idx), patch_size=dcfg["patch_size"],
@@ -238,6 +239,10 @@ class SupervisedTask(Task):
             else None
         )
         return train_ds, val_ds, self.data_info(len(train_ds), len(val_idx), scale=self.data_scale)
+
+    def _conditioned(self) -> bool:
+        """Whether the model takes the instrument as an input (``model.cond_dim > 0``)."""
+        return int(self.cfg["model"].get("cond_dim", 0) or 0) > 0
 
     def _instrument_range(self, dcfg: dict[str, Any], train_ds: Dataset) -> dict[str, Any]:
         """The instrument range the model is trained on (stored in its descriptor): the
@@ -296,15 +301,41 @@ class SupervisedTask(Task):
         self.net = _Forward(self.model, fwd_scale, pyramid, with_sigma)
         self.eval_forward = _Forward(self.model, fwd_scale, pyramid=False)
         self.criterion = SRLoss(self.cfg["loss"])
+        self.feature_loss = None
+        if self.cfg["loss"]["feature_weight"]:
+            from lenssr.training.science_losses import build_feature_loss
+
+            start = None  # the init weights themselves, also when resuming
+            if self.cfg["init"] and self.cfg["loss"]["features"] == "encoder":
+                start = build_model(self.cfg["model"])
+                load_init_weights(start, self.cfg["init"], bool(self.cfg["init_strict"]))
+            self.feature_loss = build_feature_loss(str(self.cfg["loss"]["features"]), start)
+            self.feature_loss.to(engine.device)
         engine.add_optimizer("model", self.model, self.cfg["optim"])
 
     def train_step(self, batches: Iterator[Any]) -> dict[str, float]:
         device = self.engine.device
         lr, hr, *rest = (t.to(device, non_blocking=True) for t in next(batches))
+        cond = rest[:1] if self.conditioned else []
+        lcfg = self.cfg["loss"]
+        logs: dict[str, float] = {}
         with self.engine.autocast():
-            out = self.net(lr, *rest)
+            out = self.net(lr, *cond)
             loss = self.criterion(out, hr)
-        return {"loss": self.engine.optimize(loss, "model")}
+            if lcfg["chi2_weight"] or self.feature_loss is not None:
+                sr = out[:, :1] if not isinstance(out, list) else out[-1][:, :1]
+            if lcfg["chi2_weight"]:
+                from lenssr.training.science_losses import consistency_loss
+
+                noise, blur = rest[len(cond)], rest[len(cond) + 1]
+                chi2 = consistency_loss(sr, lr, noise, blur, self.data_scale)
+                loss = loss + lcfg["chi2_weight"] * chi2
+                logs["chi2_excess"] = float(chi2.detach())
+            if self.feature_loss is not None:
+                feat = self.feature_loss(sr, hr)
+                loss = loss + lcfg["feature_weight"] * feat
+                logs["feature"] = float(feat.detach())
+        return {"loss": self.engine.optimize(loss, "model"), **logs}
 
     def _sr_batch(self, model: nn.Module, batch: Any) -> Tensor:
         device = self.engine.device
