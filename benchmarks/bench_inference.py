@@ -111,13 +111,12 @@ def bench_model(
     model: SRModel, x: np.ndarray, backends: list[str], repeats: int
 ) -> dict[str, float]:
     """Images/s per backend for one model at its default scale."""
-    runners: dict[str, Upscaler] = {}
-    for b in backends:
-        if b == ONE_SESSION:  # ONNX Runtime without the data-parallel sessions
-            runners[b] = select_backend(model, "onnxruntime")
-            runners[b]._session(runners[b].scale).data_parallel = 1
-        else:
-            runners[b] = select_backend(model, b)
+    runners: dict[str, Upscaler] = {
+        b: select_backend(model, "onnxruntime", data_parallel=False)
+        if b == ONE_SESSION
+        else select_backend(model, b)
+        for b in backends
+    }
     return {
         name: images_per_second(lambda a, r=r: r.upscale(a, batch_size=len(a), tile=0), x, repeats)
         for name, r in runners.items()

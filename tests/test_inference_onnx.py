@@ -88,6 +88,7 @@ def test_batches_run_data_parallel_on_cpu_with_the_same_result(tmp_path) -> None
     one = OnnxSRModel(path, device="cpu", threads=1)
     three = OnnxSRModel(path, device="cpu", threads=3)
     assert (one.data_parallel, three.data_parallel) == (1, 3)
+    assert OnnxSRModel(path, "cpu", threads=3, data_parallel=False).data_parallel == 1
     x = (np.random.default_rng(1).random((7, 20, 24)) * 300 + 5).astype(np.float32)
     ref = one.upscale(x, batch_size=7)
     got = three.upscale(x, batch_size=7)  # slices of 3, 2, 2 images on three sessions

@@ -9,9 +9,15 @@ import torch
 
 from lenssr.data import MixturePairDataset, open_pairs
 from lenssr.errors import ConfigError
+from lenssr.inference.consistency import chi2_loss, edge_margin
 from lenssr.science.classifier import SubstructureResNet, load_classifier, save_classifier
 from lenssr.training.config import validate_config
-from lenssr.training.science_losses import FeatureLoss, consistency_loss, crop_margin
+from lenssr.training.science_losses import FeatureLoss
+
+
+def consistency_loss(sr, lr, noise, blur, scale):
+    """The training term of ``loss.chi2_weight``."""
+    return chi2_loss(sr, lr, noise, scale, blur, margin=None, excess=True)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +49,21 @@ def test_the_true_hr_is_consistent_and_a_blurred_one_is_not(mix_pairs) -> None:
     wide = torch.nn.functional.avg_pool2d(hr, 5, stride=1, padding=2, count_include_pad=False)
     assert float(consistency_loss(wide, lr, noise, blur, 2)) > max(0.2, 5 * truth)
     assert float(consistency_loss(1.3 * hr, lr, noise, blur, 2)) > 1.0
-    assert crop_margin(blur, 2) >= 2
+    assert edge_margin(blur, 2) >= 2
+
+
+def test_degrade_gives_its_noise_sigma_without_changing_the_draw() -> None:
+    from lenssr.simulation import load_preset
+    from lenssr.simulation.degrade import degrade_array
+    from lenssr.simulation.instrument import noise_sigma
+
+    preset = load_preset("survey-mix")
+    hr = np.random.default_rng(0).random((40, 40)) * 50.0
+    plain = degrade_array(hr, preset, rng=np.random.default_rng(1))
+    lr, sigma = degrade_array(hr, preset, rng=np.random.default_rng(1), with_noise_sigma=True)
+    np.testing.assert_array_equal(lr, plain)
+    clean = degrade_array(hr, preset, noise=False)
+    np.testing.assert_allclose(sigma, noise_sigma(clean, preset.lr), rtol=1e-5)
 
 
 def test_consistency_loss_pulls_towards_the_data(mix_pairs) -> None:
@@ -102,7 +122,7 @@ def _run(mix_pairs, out, steps: int) -> dict:
     }  # fmt: skip
 
 
-def test_training_with_both_science_losses(mix_pairs, tmp_path) -> None:
+def test_training_with_both_science_losses(mix_pairs, tmp_path, monkeypatch) -> None:
     from lenssr.models import load_checkpoint
     from lenssr.training import train
 
@@ -137,11 +157,8 @@ def test_training_with_both_science_losses(mix_pairs, tmp_path) -> None:
         seen.append(cond)
         return original(self, x, cond)
 
-    HybridSR.encode = spy
-    try:
-        generator = train_gan(gan_cfg, quiet=True)
-    finally:
-        HybridSR.encode = original
+    monkeypatch.setattr(HybridSR, "encode", spy)
+    generator = train_gan(gan_cfg, quiet=True)
     assert seen and all(c is not None and c.shape[-1] == 2 for c in seen)
     _, gdesc = load_checkpoint(generator)
     assert gdesc["conditioning"]["range"]["mixture"] == "survey-mix"

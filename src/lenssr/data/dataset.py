@@ -249,16 +249,14 @@ class MixturePairDataset(PairDataset):
         rng = self._rng(index)
         drawn = sample_lr_instrument(self.preset.config["lr_mixture"], rng, self.preset)
         inst = lr_instrument(self.preset, drawn)
-        lr = degrade_array(hr, self.preset, rng=rng, noise=True, lr=inst)
         fwhm_pix = inst.psf_fwhm / self.preset.lr.pixel_scale
         name = str(self.source.names[index])
         if not self.consistency:
+            lr = degrade_array(hr, self.preset, rng=rng, noise=True, lr=inst)
             return self._sample(lr, hr, fwhm_pix, rng, name)
         from lenssr.inference.consistency import blur_sigma
-        from lenssr.simulation.instrument import noise_sigma
 
-        clean = degrade_array(hr, self.preset, noise=False, lr=inst)
-        noise = noise_sigma(np.clip(clean, 0.0, None), inst).astype(np.float32)
+        lr, noise = degrade_array(hr, self.preset, rng=rng, lr=inst, with_noise_sigma=True)
         hr_fwhm = self.preset.hr.psf_fwhm / self.preset.hr.pixel_scale
         blur = blur_sigma(fwhm_pix, self.scale, hr_fwhm)
         item = self._sample(lr, hr, fwhm_pix, rng, name, lr_noise=noise)

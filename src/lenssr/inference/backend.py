@@ -201,12 +201,14 @@ class OrtSRModel(SRModel):
         opset: int = DEFAULT_OPSET,
         strict: bool = False,
         session_device: str = "cpu",
+        data_parallel: bool = True,
     ) -> None:
         from lenssr.inference.onnx_export import ONNX_MIN_SIDE
 
         super().__init__(module, descriptor, name=name, device="cpu")
         self.min_side = ONNX_MIN_SIDE
         self.threads = threads
+        self.data_parallel = data_parallel
         self.opset = opset
         self.strict = strict
         #: where ONNX Runtime runs the graphs (``cuda``: its CUDA execution provider)
@@ -235,7 +237,9 @@ class OrtSRModel(SRModel):
             if scale not in self._sessions:
                 try:
                     path, meta = cached_onnx(self._torch, scale, self.opset, self.threads)
-                    session = OnnxSRModel(path, device=self.session_device, threads=self.threads)
+                    session = OnnxSRModel(
+                        path, self.session_device, self.threads, self.data_parallel
+                    )
                 # LenssrError: a cached file that does not open; OSError: cache not writable
                 except (BackendUnavailable, LenssrError, OSError) as exc:
                     reason = str(exc) if isinstance(exc, BackendUnavailable) else _one_line(exc)
@@ -315,7 +319,9 @@ def half_parity(sr: SRModel, half: SRModel, seed: int = 0) -> float:
     return worst
 
 
-def select_backend(sr: SRModel, backend: str = "auto", threads: int | None = None) -> SRModel:
+def select_backend(
+    sr: SRModel, backend: str = "auto", threads: int | None = None, data_parallel: bool = True
+) -> SRModel:
     """``sr`` on the chosen backend.
 
     Args:
@@ -327,6 +333,9 @@ def select_backend(sr: SRModel, backend: str = "auto", threads: int | None = Non
             onnxruntime's CUDA execution provider).
         threads: ONNX Runtime intra-op threads (default: ``torch.get_num_threads()``, so one
             setting governs both backends).
+        data_parallel: on CPU with several threads, run a batch as one single-thread ONNX
+            Runtime session per thread on slices of it (:class:`~lenssr.inference.onnx_export.
+            OnnxSRModel`); False: one session with all the threads.
 
     Raises:
         LenssrError: unknown backend, or ``onnxruntime`` that cannot run the model.
@@ -346,6 +355,7 @@ def select_backend(sr: SRModel, backend: str = "auto", threads: int | None = Non
             threads=n_threads,
             strict=backend != "auto",
             session_device="cpu" if sr.device.type == "cpu" else "cuda",
+            data_parallel=data_parallel,
         )
     except BackendUnavailable as exc:
         if backend == "onnxruntime":

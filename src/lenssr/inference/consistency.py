@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["blur_sigma", "chi2_loss", "reduced_chi2", "refine", "reobserve"]
+__all__ = ["blur_sigma", "chi2_loss", "edge_margin", "reduced_chi2", "refine", "reobserve"]
 
 _FWHM = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -101,15 +101,42 @@ def reobserve(hr: Tensor, scale: int, sigma: float | Tensor) -> Tensor:
     return F.avg_pool2d(x, scale) if scale > 1 else x
 
 
-def chi2_loss(sr: Tensor, lr: Tensor, noise: Tensor, scale: int, sigma: float | Tensor) -> Tensor:
-    """Training loss of data consistency: the batch mean of ``((lr - A(sr)) / noise)^2``.
+def edge_margin(sigma: float | Tensor, scale: int) -> int:
+    """LR pixels at each edge of a crop where :func:`reobserve` sees its mirrored padding
+    instead of the true surroundings: the blur kernel's half width (5 sigma, as it truncates)
+    in LR pixels, plus one for the binning (the widest of ``sigma`` [HR pixels])."""
+    widest = float(torch.as_tensor(sigma).max())
+    return int(math.ceil((5.0 * widest + 0.5) / scale)) + 1
+
+
+def chi2_loss(
+    sr: Tensor,
+    lr: Tensor,
+    noise: Tensor,
+    scale: int,
+    sigma: float | Tensor,
+    margin: int | None = 0,
+    excess: bool = False,
+) -> Tensor:
+    """Training loss of data consistency: the batch mean of each image's reduced chi-squared
+    ``mean(((lr - A(sr)) / noise)^2)``.
 
     ``sr`` ``(B, 1, H, W)`` and ``lr`` ``(B, 1, h, w)`` in the same (normalised) units, ``noise``
     the per-pixel LR noise sigma in those units (broadcastable to ``lr``), ``sigma`` the blur
-    [HR pixels] of each image. The true HR image scores about 1: the loss keeps the output on
-    the data, and cannot gain by fitting the noise without leaving the HR target.
+    [HR pixels] of each image. ``margin``: LR pixels left out at each edge (None:
+    :func:`edge_margin`, for training crops of larger images; the whole image when the crop
+    is too small for it). ``excess``: the batch mean of ``max(chi2_red - 1, 0)`` instead, a
+    hinge that stops pulling once an image is consistent with its data, so it does not push
+    the output to fit the noise. The true HR image scores about 1 (``excess``: about 0).
     """
-    return (((lr - reobserve(sr, scale, sigma)) / noise) ** 2).mean()
+    pred = reobserve(sr.float(), scale, torch.as_tensor(sigma).double())
+    m = edge_margin(sigma, scale) if margin is None else int(margin)
+    if 2 * m >= min(lr.shape[-2:]) - 2:
+        m = 0
+    h, w = lr.shape[-2:]
+    z = (lr.float() - pred) / torch.as_tensor(noise).float().clamp_min(1e-12).expand_as(lr)
+    chi2 = (z[..., m : h - m, m : w - m] ** 2).mean(dim=(1, 2, 3))
+    return (chi2 - 1.0).clamp_min(0.0).mean() if excess else chi2.mean()
 
 
 def _as_batch(a: np.ndarray | Tensor) -> Tensor:

@@ -12,6 +12,7 @@ checkpoint descriptor, model name and scale are stored in the ONNX metadata
 from __future__ import annotations
 
 import json
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -124,7 +125,13 @@ class OnnxSRModel(Upscaler):
 
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        device: str = "auto",
+        threads: int | None = None,
+        data_parallel: bool = True,
+    ) -> None:
         import onnxruntime as ort
 
         p = Path(path)
@@ -149,10 +156,12 @@ class OnnxSRModel(Upscaler):
         # On CPU with n > 1 threads, a batch of at least n images runs as n single-thread
         # sessions on slices of the batch at once (ORT releases the GIL), which scales better
         # than one session's intra-op threads for small convolutions; smaller batches (one big
-        # tiled image) use the n-thread session.
-        self.data_parallel = int(threads or 1) if providers == ["CPUExecutionProvider"] else 1
+        # tiled image) use the n-thread session. ``data_parallel=False``: always the one session.
+        on_cpu = providers == ["CPUExecutionProvider"]
+        self.data_parallel = int(threads or 1) if data_parallel and on_cpu else 1
         self._workers: list[Any] = []
         self._pool: Any = None
+        self._lock = threading.Lock()
         meta = self.session.get_modelmeta().custom_metadata_map
         if "lenssr_descriptor" in meta:
             descriptor: dict[str, Any] = json.loads(meta["lenssr_descriptor"])
@@ -194,15 +203,16 @@ class OnnxSRModel(Upscaler):
 
         import onnxruntime as ort
 
-        while len(self._workers) < n:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            self._workers.append(
-                ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-            )
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.data_parallel)
+        with self._lock:
+            while len(self._workers) < n:
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = 1
+                options.inter_op_num_threads = 1
+                self._workers.append(
+                    ort.InferenceSession(str(self.path), options, providers=self.providers)
+                )
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.data_parallel)
         return self._workers[:n], self._pool
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lenssr.errors import ConfigError, InputError
-from lenssr.simulation.instrument import add_noise, bin_mean
+from lenssr.simulation.instrument import add_noise, bin_mean, noise_sigma
 from lenssr.simulation.presets import Instrument, Preset, resolve_preset
 
 __all__ = ["degrade_array", "degrade_path"]
@@ -28,7 +28,8 @@ def degrade_array(
     noise: bool = True,
     hr_pixel_scale: float | None = None,
     lr: Instrument | None = None,
-) -> np.ndarray:
+    with_noise_sigma: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Observe an HR surface-brightness image with the preset's LR instrument.
 
     Args:
@@ -42,8 +43,13 @@ def degrade_array(
         lr: the LR instrument (PSF, exposure, sky, read noise) instead of ``preset.lr``, e.g. one
             drawn from a survey mixture (:func:`lenssr.simulation.sampling.lr_instrument`).
 
+        with_noise_sigma: also return the per-pixel noise standard deviation of that
+            instrument at the noiseless observation (Poisson + sky + read, same units), the
+            weights of a data-consistency chi-squared.
+
     Returns:
-        float32 ``(H // s, W // s)`` or ``(N, H // s, W // s)`` LR observation.
+        float32 ``(H // s, W // s)`` or ``(N, H // s, W // s)`` LR observation (and, with
+        ``with_noise_sigma``, its noise sigma of the same shape).
     """
     preset = resolve_preset(preset)
     arr = np.asarray(hr, dtype=np.float64)
@@ -65,10 +71,11 @@ def degrade_array(
         axes = (arr.ndim - 2, arr.ndim - 1)
         arr = gaussian_filter(arr, sigma=sigma, mode="reflect", truncate=5.0, axes=axes)
     out = bin_mean(arr, s)
+    inst = dataclasses.replace(lr_inst, pixel_scale=s * px)
+    sigma_map = noise_sigma(out, inst).astype(np.float32) if with_noise_sigma else None
     if noise:
-        inst = dataclasses.replace(lr_inst, pixel_scale=s * px)
         out = add_noise(out, inst, rng if rng is not None else np.random.default_rng())
-    return out.astype(np.float32)
+    return (out.astype(np.float32), sigma_map) if with_noise_sigma else out.astype(np.float32)
 
 
 def degrade_path(

@@ -53,7 +53,7 @@ DEFAULTS: dict[str, Any] = {
         # sigma-head models: weight of the Gaussian negative log-likelihood of the HR target
         # under the predicted per-pixel 1-sigma (the mean is detached in that term)
         "sigma_weight": 0.0,
-        # data consistency (lenssr.training.science_losses): weight of the excess reduced
+        # data consistency (lenssr.inference.consistency.chi2_loss): weight of the excess reduced
         # chi-squared of the SR patch re-observed by its LR instrument (needs data.mixture)
         "chi2_weight": 0.0,
         # feature loss: weight and network, "encoder" (the init hybrid's frozen encoder) or the

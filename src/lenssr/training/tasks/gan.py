@@ -209,6 +209,11 @@ class GanTask(SupervisedTask):
             return model(lr, scale=self.data_scale, **kw)
         return model(lr, **kw)
 
+    def _sr_batch(self, model: nn.Module, batch: Any) -> Tensor:
+        device = self.engine.device
+        cond = batch[2].to(device) if len(batch) > 2 else None
+        return self._sr(model, batch[0].to(device), cond)
+
     def discriminator_step(
         self, lr: Tensor, hr: Tensor, cond: Tensor | None = None
     ) -> tuple[float, dict[str, float]]:
@@ -273,12 +278,7 @@ class GanTask(SupervisedTask):
         from lenssr.evaluation.spectrum import hallucination_number
 
         device = self.engine.device
-        metrics, srs, hrs = validation_metrics(
-            model,
-            self.val_loader,
-            device,
-            lambda m, b: self._sr(m, b[0].to(device), b[2].to(device) if len(b) > 2 else None),
-        )
+        metrics, srs, hrs = validation_metrics(model, self.val_loader, device, self._sr_batch)
         metrics["val_hallucination"] = hallucination_number(
             np.concatenate([s[:, 0].cpu().numpy() for s in srs]),
             np.concatenate([h[:, 0].cpu().numpy() for h in hrs]),

@@ -325,10 +325,10 @@ class SupervisedTask(Task):
             if lcfg["chi2_weight"] or self.feature_loss is not None:
                 sr = out[:, :1] if not isinstance(out, list) else out[-1][:, :1]
             if lcfg["chi2_weight"]:
-                from lenssr.training.science_losses import consistency_loss
+                from lenssr.inference.consistency import chi2_loss
 
                 noise, blur = rest[len(cond)], rest[len(cond) + 1]
-                chi2 = consistency_loss(sr, lr, noise, blur, self.data_scale)
+                chi2 = chi2_loss(sr, lr, noise, self.data_scale, blur, margin=None, excess=True)
                 loss = loss + lcfg["chi2_weight"] * chi2
                 logs["chi2_excess"] = float(chi2.detach())
             if self.feature_loss is not None:
