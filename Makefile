@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: setup site browser postgres demo test test-all lint format bench weights weights-mix weights-gan clean
+.PHONY: setup site browser postgres demo test test-all lint format bench weights weights-mix weights-gan edsr-mix-reference specialists-10000 clean
 
 setup: $(VENV)/.installed
 
@@ -89,6 +89,32 @@ weights-mix: setup data/default-test.h5
 	$(BIN)/lenssr train --config configs/hybrid-mix-continue.yaml
 	$(BIN)/lenssr calibrate runs/hybrid-mix-continue/best.safetensors --data survey-mix --n 300 --seed 7
 	$(BIN)/lenssr ship runs/hybrid-mix-continue/best.safetensors --name hybrid --test data/default-test.h5 --config configs/hybrid-mix-continue.yaml
+
+# The accuracy reference of the inference-speed issue: EDSR-baseline trained exactly as the
+# shipped hybrid (configs/edsr-mix.yaml + configs/edsr-mix-continue.yaml: same data, instruments,
+# patches, batch, loss and 4000 + 6000 steps), then compared with the shipped hybrid on the
+# `default` test set and the instrument grid. 10000 EDSR steps: about 5.7 h on a 2-core CPU
+# (2.05 s a step, 2026-12-02), minutes on a GPU. Results go to docs/instrument/edsr-reference.
+edsr-mix-reference: setup data/default-test.h5
+	$(BIN)/lenssr train --config configs/edsr-mix.yaml
+	$(BIN)/lenssr train --config configs/edsr-mix-continue.yaml
+	$(BIN)/lenssr evaluate --model hybrid,runs/edsr-mix-continue/best.safetensors --data data/default-test.h5 --out docs/instrument/edsr-reference/default
+	$(PY) benchmarks/instrument_grid.py --models bicubic,hybrid,edsr-mix=runs/edsr-mix-continue/best.safetensors --n 30 --out docs/instrument/edsr-reference
+
+# The equal-budget specialists of the instrument-aware issue: each of the three specialist
+# configs run to 4000 steps, then 6000 more (configs/specialists/<cell>-continue.yaml), as the
+# shipped hybrid; then the grid comparison in their six cells. About 3 x 10000 hybrid steps:
+# over 4 h on a 2-core CPU. Results go to docs/instrument/specialists/step10000.
+SPECIALISTS ?= psf0.12-t1000 psf0.30-t1000 psf0.18-t200
+specialists-10000: setup
+	for c in $(SPECIALISTS); do \
+	  $(BIN)/lenssr train --config configs/specialists/$$c.yaml --set budget.steps=4000 && \
+	  $(BIN)/lenssr train --config configs/specialists/$$c-continue.yaml || exit 1; \
+	done
+	$(PY) benchmarks/instrument_grid.py --models bicubic,hybrid --n 30 \
+	  --cells $$(for c in $(SPECIALISTS); do printf '%s-light,%s-nolight,' $$c $$c; done) \
+	  $$(for c in $(SPECIALISTS); do printf -- '--specialist %s-light=runs/specialist-%s-continue/best.safetensors --specialist %s-nolight=runs/specialist-%s-continue/best.safetensors ' $$c $$c $$c $$c; done) \
+	  --out docs/instrument/specialists/step10000
 
 # The GAN model: denoising pretraining on the LR images, supervised fine-tuning of the tuned
 # hybrid from it, GAN fine-tuning, evaluation on the test set and installation as hybrid-gan.
