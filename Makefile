@@ -106,14 +106,17 @@ edsr-mix-reference: setup data/default-test.h5
 # shipped hybrid; then the grid comparison in their six cells. About 3 x 10000 hybrid steps:
 # over 4 h on a 2-core CPU. Results go to docs/instrument/specialists/step10000.
 SPECIALISTS ?= psf0.12-t1000 psf0.30-t1000 psf0.18-t200
+empty :=
+SPEC_CELLS = $(subst $(empty) $(empty),$(comma),$(foreach c,$(SPECIALISTS),$(c)-light $(c)-nolight))
+comma := ,
 specialists-10000: setup
 	for c in $(SPECIALISTS); do \
 	  $(BIN)/lenssr train --config configs/specialists/$$c.yaml --set budget.steps=4000 && \
 	  $(BIN)/lenssr train --config configs/specialists/$$c-continue.yaml || exit 1; \
 	done
 	$(PY) benchmarks/instrument_grid.py --models bicubic,hybrid --n 30 \
-	  --cells $$(for c in $(SPECIALISTS); do printf '%s-light,%s-nolight,' $$c $$c; done) \
-	  $$(for c in $(SPECIALISTS); do printf -- '--specialist %s-light=runs/specialist-%s-continue/best.safetensors --specialist %s-nolight=runs/specialist-%s-continue/best.safetensors ' $$c $$c $$c $$c; done) \
+	  --cells $(SPEC_CELLS) \
+	  $(foreach c,$(SPECIALISTS),$(foreach l,light nolight,--specialist $(c)-$(l)=runs/specialist-$(c)-continue/best.safetensors)) \
 	  --out docs/instrument/specialists/step10000
 
 # The GAN model: denoising pretraining on the LR images, supervised fine-tuning of the tuned

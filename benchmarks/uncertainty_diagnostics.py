@@ -34,26 +34,22 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter, sobel
 from scipy.stats import spearmanr
-from uncertainty_posthoc import cached_set, grid_chunks, member_sr, rendered, within
+from uncertainty_posthoc import cached_set, grid_chunks, member_sr, per_cell, rendered
 
 from lenssr.data.normalize import noise_sigma_mad
 from lenssr.inference.api import load_model
 from lenssr.inference.consistency import blur_sigma, reobserve
-from lenssr.inference.uncertainty import calibrated_sigma, fit_calibration
-from lenssr.simulation.grid import grid_cells
+from lenssr.inference.uncertainty import calibrated_sigma, coverage, fit_calibration
+from lenssr.simulation.presets import load_preset
 
 
-def cov(z: np.ndarray) -> tuple[float, float]:
-    a = np.abs(z)
-    return float(np.mean(a <= 1.0)), float(np.mean(a <= 2.0))
+def cells_within(grid: dict, r: np.ndarray, sigma: np.ndarray) -> int:
+    return sum(c["within"] for c in per_cell(grid, r, sigma).values())
 
 
-def cells_within(grid: dict, z: np.ndarray) -> int:
-    n = 0
-    for ci in range(len(grid_cells())):
-        sel = grid["cell"] == ci
-        n += within(cov(z[sel])) and within(cov(z[sel][grid["arc"][sel]]))
-    return n
+def arc_coverage(r: np.ndarray, sigma: np.ndarray, arc: np.ndarray) -> list[float]:
+    c = coverage(np.zeros_like(r), sigma, r, arc)
+    return [c["cov1"], c["cov2"]]
 
 
 def rho(a: np.ndarray, b: np.ndarray, every: int = 7) -> float:
@@ -93,22 +89,27 @@ def main() -> None:
     z = r / sigma
 
     # 1. heavy tails
-    zo = z.copy()
+    oracle = sigma.copy()  # each image's arc sigma rescaled by its own rms z
     for i in range(len(z)):
         if arc[i].sum() > 10:
-            zo[i] = z[i] / np.sqrt(np.mean(z[i][arc[i]] ** 2))
+            oracle[i] = sigma[i] * np.sqrt(np.mean(z[i][arc[i]] ** 2))
     kurt = [np.mean(z[i][arc[i]] ** 4) / np.mean(z[i][arc[i]] ** 2) ** 2
             for i in range(len(z)) if arc[i].sum() > 10]  # fmt: skip
-    out["arc_coverage"] = {"shipped": cov(z[arc]), "per_image_oracle": cov(zo[arc])}
+    out["arc_coverage"] = {"shipped": arc_coverage(r, sigma, arc),
+                           "per_image_oracle": arc_coverage(r, oracle, arc)}  # fmt: skip
     out["arc_kurtosis_within_image_p10_p50_p90"] = [float(v) for v in
                                                     np.percentile(kurt, [10, 50, 90])]  # fmt: skip
 
     # 2. what predicts the arc error
     lr = grid["lr"].astype(np.float64)
     noise = np.array([noise_sigma_mad(im) for im in lr])
-    blur = torch.tensor([blur_sigma(f, 2, 0.087 / 0.05) for f in grid["fwhm"]])
-    a_sr = reobserve(torch.from_numpy(sr.astype(np.float64))[:, None], 2, blur)[:, 0].numpy()
-    chi = np.repeat(np.repeat(np.abs(lr - a_sr) / noise[:, None, None], 2, -2), 2, -1)
+    hr_inst = load_preset("survey-mix").hr  # the HR target of the training data and the grid
+    scale = sr.shape[-1] // lr.shape[-1]
+    hr_fwhm = hr_inst.psf_fwhm / hr_inst.pixel_scale
+    blur = torch.tensor([blur_sigma(f, scale, hr_fwhm) for f in grid["fwhm"]])
+    a_sr = reobserve(torch.from_numpy(sr.astype(np.float64))[:, None], scale, blur)[:, 0].numpy()
+    chi = np.abs(lr - a_sr) / noise[:, None, None]
+    chi = np.repeat(np.repeat(chi, scale, -2), scale, -1)
     grad = np.stack([np.hypot(sobel(s, 0), sobel(s, 1)) for s in sr]) / sigma
     lap = (
         np.stack(
@@ -143,7 +144,7 @@ def main() -> None:
     # 3. refits of the three-term model
     keys = ("pixel_scale", "exposure_time", "sky_brightness", "read_noise")
     target = {k: model.uncertainty["target_noise"][k] for k in keys}
-    refits = {"shipped": cells_within(grid, z)}
+    refits = {"shipped": cells_within(grid, r, sigma)}
     for name, d in fits.items():
         k = slice(0, args.n_fit)
         part = [d[x][k] for x in ("sr", "sig", "hr", "u")]
@@ -153,7 +154,7 @@ def main() -> None:
                                    objective=objective)  # fmt: skip
             s = calibrated_sigma(sr, grid["sig"], grid["u"],
                                  {"coefficients": coef, "target_noise": target})  # fmt: skip
-            refits[f"{name} {label}"] = cells_within(grid, r / s)
+            refits[f"{name} {label}"] = cells_within(grid, r, s)
             print(f"  refit on {name}, {label}: {refits[f'{name} {label}']}/24 cells", flush=True)
     out["refit_cells_within"] = refits
     args.out.parent.mkdir(parents=True, exist_ok=True)
