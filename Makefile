@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
-.PHONY: setup site browser postgres demo test test-all lint format bench weights weights-mix weights-gan edsr-mix-reference specialists-10000 clean
+.PHONY: setup site browser postgres demo test test-all lint format bench weights weights-mix weights-gan edsr-mix-reference specialists-10000 variance-net clean
 
 setup: $(VENV)/.installed
 
@@ -81,14 +81,22 @@ weights: setup data/default-test.h5 weights-mix
 # The default `hybrid`: the instrument-aware hybrid trained on the survey-mix instrument mixture
 # in two stages (configs/hybrid-mix.yaml: 4000 steps of the shared protocol; then
 # configs/hybrid-mix-continue.yaml: 6000 more from them), its 1-sigma calibrated on 300 freshly
-# rendered survey-mix pairs, then evaluated on the default test set and installed with its card.
+# rendered survey-mix pairs and refined per pixel by the post-hoc variance network
+# (configs/uncertainty/variance-net.yaml), then evaluated on the default test set and installed with its card.
 # EDSR-baseline under the same protocol (configs/edsr-mix.yaml) is the speed/accuracy reference
 # (not shipped).
 weights-mix: setup data/default-test.h5
 	$(BIN)/lenssr train --config configs/hybrid-mix.yaml
 	$(BIN)/lenssr train --config configs/hybrid-mix-continue.yaml
 	$(BIN)/lenssr calibrate runs/hybrid-mix-continue/best.safetensors --data survey-mix --n 300 --seed 7
+	$(BIN)/lenssr calibrate runs/hybrid-mix-continue/best.safetensors --variance-net configs/uncertainty/variance-net.yaml
 	$(BIN)/lenssr ship runs/hybrid-mix-continue/best.safetensors --name hybrid --test data/default-test.h5 --config configs/hybrid-mix-continue.yaml
+
+# The shipped hybrid's post-hoc variance network alone (lenssr.inference.variance_net), on the
+# weights in the package: about 45 min on a 2-core CPU, then its coverage on the instrument grid.
+variance-net: setup
+	$(BIN)/lenssr calibrate src/lenssr/models/weights/hybrid.safetensors --variance-net configs/uncertainty/variance-net.yaml
+	$(BIN)/python benchmarks/uncertainty_coverage.py --model hybrid --methods shipped,head --n 20 --n-calib 300 --out docs/uncertainty/shipped
 
 # The accuracy reference of the inference-speed issue: EDSR-baseline trained exactly as the
 # shipped hybrid (configs/edsr-mix.yaml + configs/edsr-mix-continue.yaml: same data, instruments,

@@ -10,7 +10,10 @@
 
 Methods (all ``head*`` ones share one pass of the sigma head, so they cost the same):
 
-- ``head``: the model's stored calibration (what ``upscale --uncertainty`` gives);
+- ``shipped``: what ``upscale --uncertainty`` gives (``model.upscale(lr, return_sigma=True)``:
+  the stored three-term calibration, times the post-hoc variance network's per-pixel factor
+  when the descriptor names one, ``lenssr.inference.variance_net``);
+- ``head``: the stored three-term calibration alone;
 - ``head-nll``, ``head-coverage``: the three-term variance model refitted here by the Gaussian
   likelihood or by the coverage loss (``lenssr.inference.uncertainty.fit_calibration``);
 - ``head-global``: the sigma head times one factor (``calibration_factor``);
@@ -20,7 +23,7 @@ Methods (all ``head*`` ones share one pass of the sigma head, so they cost the s
 Usage::
 
     python benchmarks/uncertainty_coverage.py --model hybrid \
-        [--methods head,head-coverage,head-global,tta] [--n 20] [--out docs/uncertainty]
+        [--methods shipped,head,head-coverage,head-global,tta] [--n 20] [--out docs/uncertainty]
 
 Prints one comparable figure: for the first method, the number of grid cells (of 24) whose
 1- and 2-sigma coverages are within target (68.3 +- 6, 95.4 +- 3 points) over all pixels and
@@ -67,6 +70,17 @@ def tta_predictions(model, lr: np.ndarray, fwhm_pix: np.ndarray) -> tuple[np.nda
     return np.stack(srs), np.stack(sigs)
 
 
+def shipped_predictions(model, lr: np.ndarray, fwhm_pix: np.ndarray) -> tuple:
+    """SR and 1-sigma of every image exactly as ``upscale(return_sigma=True)`` gives them."""
+    srs, sigs = [], []
+    for k in range(len(lr)):
+        kw = {"psf_fwhm": float(fwhm_pix[k]), "pixel_scale": 1.0} if model.conditioned else {}
+        sr, sig = model.upscale(lr[k : k + 1], return_sigma=True, **kw)
+        srs.append(sr[0])
+        sigs.append(sig[0])
+    return np.stack(srs), np.stack(sigs)
+
+
 def score(row: dict) -> tuple[bool, float]:
     """(within target in both pixel sets, worst distance from target / tolerance)."""
     worst = max(
@@ -95,20 +109,23 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model = load_model(args.model, device="cpu")
     methods = [m for m in args.methods.split(",") if m]
+    calibs: dict[str, dict] = {}
     if not model.has_sigma:
         methods = [m for m in methods if m == "tta"]
+    if "shipped" in methods:
+        calibs["shipped"] = {"variance_net": bool(model.uncertainty.get("variance_net"))}
     t0 = time.time()
     cal = render_calibration_set(args.calib, args.n_calib, args.calib_seed)
     target = {**{k: float(cal["hr_instrument"][k]) for k in
                  ("pixel_scale", "exposure_time", "sky_brightness", "read_noise")}}  # fmt: skip
     fwhm_pix = cal["psf_fwhm"] / cal["pixel_scale"]
     timing: dict[str, float] = {}
-    calibs: dict[str, dict] = {}
     if any(m in HEAD_METHODS for m in methods):
         t = time.time()
         sr, sig, u = raw_predictions(model, cal["lr"], fwhm_pix)
         timing["head"] = (time.time() - t) / len(sr)
-        calibs["head"] = model.uncertainty if model.uncertainty.get("coefficients") else {}
+        three_term = {k: v for k, v in model.uncertainty.items() if k != "variance_net"}
+        calibs["head"] = three_term if three_term.get("coefficients") else {}
         if not calibs["head"]:  # a descriptor with one factor: apply it as the model does
             calibs["head"] = {"factor": model.sigma_scale}
         for m, objective in (("head-nll", "nll"), ("head-coverage", "coverage")):
@@ -125,8 +142,8 @@ def main() -> None:
         timing["tta"] = (time.time() - t) / n_tta_cal
         calibs["tta"] = {"factor": calibration_factor(sr_t, sig_t, cal["hr"][:n_tta_cal])}
     for m in methods:
-        print(f"{m}: {json.dumps(calibs[m].get('coefficients', calibs[m].get('factor')))}",
-              flush=True)  # fmt: skip
+        c = calibs[m]
+        print(f"{m}: {json.dumps(c.get('coefficients', c.get('factor', c)))}", flush=True)
 
     def apply(m: str, sr: np.ndarray, sig: np.ndarray, u: np.ndarray) -> np.ndarray:
         c = calibs[m]
@@ -141,7 +158,10 @@ def main() -> None:
         if any(m in HEAD_METHODS for m in methods):
             sr, sig, u = raw_predictions(model, data.lr, fw)
         for m in methods:
-            if m == "tta":
+            if m == "shipped":
+                srm, sigm = shipped_predictions(model, data.lr, fw)
+                hr, arc = data.hr, data.arc
+            elif m == "tta":
                 k = args.n_tta
                 srm, sigm = tta_predictions(model, data.lr[:k], fw[:k])
                 sigm, hr, arc = calibs[m]["factor"] * sigm, data.hr[:k], data.arc[:k]

@@ -45,17 +45,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 from uncertainty_coverage import score
 
+from lenssr.inference import variance_net as vn
 from lenssr.inference.api import load_model
-from lenssr.inference.uncertainty import (
-    calibrated_sigma,
-    coverage,
-    raw_predictions,
-    render_calibration_set,
-)
+from lenssr.inference.uncertainty import coverage, raw_predictions, render_calibration_set
 from lenssr.simulation.grid import grid_cells, render_cell
 
 KEYS = ("lr", "hr", "arc", "sr", "sig", "u", "fwhm")
@@ -110,91 +104,29 @@ def member_sr(member, d: dict[str, np.ndarray], path: Path) -> np.ndarray:
 
 
 def features(model, d: dict[str, np.ndarray], other: np.ndarray | None):
-    """``(x (N, C, H, W), r (N, H, W), log shipped sigma (N, H, W))``, normalised units."""
+    """``(x (N, C, H, W), r (N, H, W), log calibrated sigma (N, H, W), arc)``, normalised units:
+    the shipped network's features (``lenssr.inference.variance_net.set_tensors``), with
+    ``other``, also the disagreement with the member, pixel by pixel and smoothed."""
     from scipy.ndimage import gaussian_filter
 
+    x, r, ls, arc = vn.set_tensors(model, d)
+    if other is None:
+        return x, r, ls, arc
+    q = (d["sr"] - other) / (np.exp(ls.numpy().astype(np.float64)) * span_of(model, d))
+    extra = np.stack([np.log(np.abs(q) + 1e-2) / 3.0,
+                      np.log(np.stack([gaussian_filter(v * v, 2.0) for v in q]) + 1e-4) / 5.0],
+                     1).astype(np.float32)  # fmt: skip
+    return torch.cat([x, torch.from_numpy(extra)], 1), r, ls, arc
+
+
+def span_of(model, d: dict[str, np.ndarray]) -> np.ndarray:
+    """``hi - lo`` ``(N, 1, 1)`` of a set's LR images (the model's normalisation)."""
     from lenssr.data.normalize import noise_sigma_mad
 
     lr = d["lr"].astype(np.float64)
     noise = np.array([noise_sigma_mad(np.nan_to_num(im)) for im in lr])
     lo, hi = model.normalization.stats(lr, noise_sigma=noise)
-    span = hi - lo
-    cal = calibrated_sigma(d["sr"], d["sig"], d["u"], model.uncertainty)
-    s = d["sr"].shape[-1] // lr.shape[-1]
-    srn = (d["sr"] - lo) / span
-    lrn = np.repeat(np.repeat((lr - lo) / span, s, -2), s, -1)
-    ls = np.log(np.maximum(cal / span, 1e-8))
-    shape = srn.shape
-    chans = [
-        srn,
-        lrn,
-        (ls + 6.0) / 3.0,
-        np.broadcast_to(d["u"][:, None, None] + 2.0, shape),
-        np.broadcast_to(d["fwhm"][:, None, None] / 3.0 - 0.6, shape),
-    ]
-    if other is not None:
-        q = (d["sr"] - other) / cal
-        chans.append(np.log(np.abs(q) + 1e-2) / 3.0)
-        chans.append(np.log(np.stack([gaussian_filter(v * v, 2.0) for v in q]) + 1e-4) / 5.0)
-    x = np.stack(chans, 1).astype(np.float32)
-    r = ((d["hr"] - d["sr"]) / span).astype(np.float32)
-    return torch.from_numpy(x), torch.from_numpy(r), torch.from_numpy(ls.astype(np.float32))
-
-
-class VarianceNet(nn.Module):
-    """Per-pixel log-factor on the shipped sigma (module docstring)."""
-
-    def __init__(self, in_ch: int, ch: int = 32, dilations=(1, 2, 4, 8, 16)) -> None:
-        super().__init__()
-        self.inp = nn.Conv2d(in_ch, ch, 3, padding=1)
-        self.blocks = nn.ModuleList(nn.Conv2d(ch, ch, 3, padding=k, dilation=k) for k in dilations)
-        self.glob = nn.Linear(ch, ch)
-        self.out = nn.Conv2d(ch, 1, 1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.gelu(self.inp(x))
-        for i, block in enumerate(self.blocks):
-            h = h + F.gelu(block(h))
-            if i == 1:
-                h = h + self.glob(h.mean((2, 3)))[:, :, None, None]
-        return self.out(h)[:, 0]
-
-
-def nll(net, x, r, ls, arc, arc_weight: float) -> torch.Tensor:
-    lsig = ls + net(x)
-    per = 2.0 * lsig + (r * torch.exp(-lsig)) ** 2
-    on_arc = (per * arc).sum() / arc.sum().clamp(min=1.0)
-    return per.mean() + arc_weight * on_arc
-
-
-def train(net, x, r, ls, arc, val, steps: int, arc_weight: float, seed: int) -> list:
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-3, total_steps=steps, pct_start=0.05)
-    crop, batch, size = 80, 8, x.shape[-1]
-    log = []
-    for step in range(steps):
-        idx = torch.from_numpy(rng.integers(0, len(x), batch))
-        i0, j0 = (int(v) for v in rng.integers(0, size - crop, 2))
-        parts = [t[idx][..., i0 : i0 + crop, j0 : j0 + crop] for t in (x, r, ls, arc)]
-        k = int(rng.integers(4))
-        parts = [torch.rot90(t, k, (-2, -1)) for t in parts]
-        if rng.random() < 0.5:
-            parts = [t.flip(-1) for t in parts]
-        loss = nll(net, *parts, arc_weight)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 250 == 0 or step == steps - 1:
-            with torch.no_grad():
-                v = float(nll(net, *val, arc_weight))
-            log.append((step, loss.item(), v))
-            print(f"  step {step}: train {loss.item():.4f}, validation {v:.4f}", flush=True)
-    return log
+    return hi - lo
 
 
 def per_cell(grid: dict, r: np.ndarray, sigma: np.ndarray) -> dict:
@@ -253,19 +185,17 @@ def main() -> None:
             size = len(d["lr"])
             others[name] = member_sr(member, d, args.cache / f"member-{stem}-{name}-{size}.npy")
     feats = {name: features(model, d, others[name]) for name, d in sets.items()}
-    arcs = {name: torch.from_numpy(d["arc"]).float() for name, d in sets.items()}
     nval = 200
-    x, r, ls = (t[:-nval] for t in feats["train"])
-    arc = arcs["train"][:-nval]
-    val = (*(t[-nval:] for t in feats["train"]), arcs["train"][-nval:])
+    data = tuple(t[:-nval] for t in feats["train"])
+    val = tuple(t[-nval:] for t in feats["train"])
     if "stress" in sets:
-        x, r, ls = (torch.cat([a, b]) for a, b in zip((x, r, ls), feats["stress"], strict=True))
-        arc = torch.cat([arc, arcs["stress"]])
+        data = tuple(torch.cat([a, b]) for a, b in zip(data, feats["stress"], strict=True))
     torch.manual_seed(0)  # the network's initial weights
-    net = VarianceNet(x.shape[1])
-    log = train(net, x, r, ls, arc, val, args.steps, args.arc_weight, seed=0)
+    net = vn.VarianceNet(data[0].shape[1])
+    recipe = {**vn.DEFAULTS, "steps": args.steps, "arc_weight": args.arc_weight}
+    log = vn.train_member(net, data, val, recipe, seed=0)
 
-    xg, rg, lsg = feats["grid"]
+    xg, rg, lsg, _ = feats["grid"]
     with torch.no_grad():
         lsig = torch.cat([lsg[i : i + 20] + net(xg[i : i + 20]) for i in range(0, len(xg), 20)])
     report = {"args": {k: str(v) for k, v in vars(args).items()}, "training_log": log}
@@ -274,8 +204,7 @@ def main() -> None:
         report[label] = {"cells_within": int(sum(c["within"] for c in cells.values())),
                          "cells": cells}  # fmt: skip
     xv, rv, lsv, av = val
-    with torch.no_grad():
-        sv = torch.exp(lsv + net(xv)).numpy()
+    sv = np.exp(lsv.numpy() + vn.log_factor(net, xv.numpy()))
     rv, zero, avb = rv.numpy(), np.zeros(rv.shape, np.float32), av.numpy().astype(bool)
     report["validation"] = {
         label: {"all": coverage(zero, sig, rv), "arc": coverage(zero, sig, rv, avb)}

@@ -136,14 +136,18 @@ def _load_torch(name_or_path: str | Path, device: str) -> SRModel:
     shipped = shipped_models()
     if not isinstance(name_or_path, Path) and key in shipped:
         module, descriptor = load_checkpoint(shipped[key], map_location="cpu")
-        return SRModel(module, descriptor, name=key, device=dev)
+        sr = SRModel(module, descriptor, name=key, device=dev)
+        sr.weights_dir = Path(shipped[key]).parent
+        return sr
 
     path = Path(name_or_path)
     stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
     candidates = (path, stem.with_name(stem.name + ".safetensors"))
     if any(p.is_file() for p in candidates) and (_looks_like_path(name_or_path) or path.is_file()):
         module, descriptor = load_checkpoint(path, map_location="cpu")
-        return SRModel(module, descriptor, name=stem.name, device=dev)
+        sr = SRModel(module, descriptor, name=stem.name, device=dev)
+        sr.weights_dir = path.parent
+        return sr
     if _looks_like_path(name_or_path):
         raise LenssrError(f"checkpoint not found: {path}")
     raise LenssrError(

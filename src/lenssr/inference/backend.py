@@ -340,6 +340,12 @@ def select_backend(
     Raises:
         LenssrError: unknown backend, or ``onnxruntime`` that cannot run the model.
     """
+    chosen = _select(sr, backend, threads, data_parallel)
+    chosen.weights_dir = sr.weights_dir
+    return chosen
+
+
+def _select(sr: SRModel, backend: str, threads: int | None, data_parallel: bool) -> SRModel:
     if backend not in BACKENDS:
         raise LenssrError(f"unknown backend {backend!r}; use {', '.join(BACKENDS)}")
     if backend == "torch":

@@ -10,6 +10,7 @@ input's units. Subclasses only provide ``_forward``: normalised ``(B, 1, H, W)``
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,8 @@ class Upscaler(ABC):
         self.sigma_scale = 1.0 if unc.get("coefficients") else float(unc.get("sigma_scale", 1.0))
         #: what the last :meth:`upscale` call assumed or estimated about the instrument
         self.last_instrument: dict[str, Any] = {}
+        #: the folder of the checkpoint's files (the variance network's weights lie there)
+        self.weights_dir: Path | None = None
 
     def __repr__(self) -> str:
         return (
@@ -228,6 +231,43 @@ class Upscaler(ABC):
             )
         return sig, np.float64(fwhm_pix), info
 
+    def calibrated_sigma(
+        self,
+        sr: np.ndarray,
+        sigma_head: np.ndarray,
+        log10_noise: np.ndarray | None,
+        lr_n: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        psf_fwhm_pix: Any,
+    ) -> np.ndarray:
+        """The calibrated 1-sigma ``(N, H, W)`` float32 of SR images ``sr`` (input units) with
+        the head's raw ``sigma_head``: the descriptor's three-term model
+        (:func:`lenssr.inference.uncertainty.calibrated_sigma`), times the post-hoc variance
+        network's per-pixel factor where the descriptor names one
+        (:mod:`lenssr.inference.variance_net`). ``lr_n``: the normalised LR images ``(N, h, w)``;
+        ``lo``, ``hi``: their normalisation; ``psf_fwhm_pix``: LR PSF FWHM [LR pixels]."""
+        from lenssr.inference.uncertainty import calibrated_sigma
+
+        sigma = calibrated_sigma(sr, sigma_head, log10_noise, self.uncertainty)
+        section = self.uncertainty.get("variance_net")
+        if not section:
+            return sigma
+        from lenssr.inference import variance_net as vn
+
+        if self.weights_dir is None:
+            raise LenssrError(f"model {self.name!r}: the variance network's folder is unknown")
+        net = vn.load_variance_net(self.weights_dir / section["file"], section)
+        span = np.asarray(hi, np.float64) - np.asarray(lo, np.float64)
+        if log10_noise is None:
+            from lenssr.data.normalize import noise_sigma_mad
+
+            flat = span.reshape(-1)
+            sig = np.array([noise_sigma_mad(im * s) for im, s in zip(lr_n, flat, strict=True)])
+            log10_noise = np.log10(np.clip(sig / np.maximum(span.reshape(-1), 1e-30), 1e-6, 10))
+        x = vn.features((sr - lo) / span, lr_n, sigma / span, log10_noise, psf_fwhm_pix)
+        return (sigma * np.exp(vn.log_factor(net, x))).astype(np.float32)
+
     def upscale(
         self,
         lr: np.ndarray,
@@ -349,11 +389,9 @@ class Upscaler(ABC):
             y[bad.repeat(s, axis=-2).repeat(s, axis=-1)] = np.nan
         if not return_sigma:
             return y[0] if single else y
-        from lenssr.inference.uncertainty import calibrated_sigma
-
         raw = self.sigma_scale * np.exp(0.5 * log_var) * (hi - lo)
         u = None if cond is None else cond[:, 1]
-        sigma = calibrated_sigma(y, raw, u, self.uncertainty)
+        sigma = self.calibrated_sigma(y, raw, u, xn, lo, hi, fwhm_pix)
         if bad.any():
             sigma[bad.repeat(s, axis=-2).repeat(s, axis=-1)] = np.nan
         return (y[0], sigma[0]) if single else (y, sigma)

@@ -172,9 +172,33 @@ def calibrate(
     ),
     n: int = typer.Option(300, "--n", help="Pairs to calibrate on."),
     seed: int = typer.Option(7, "--seed", help="Seed of the rendered pairs (a preset)."),
+    variance_net: Path | None = typer.Option(
+        None,
+        "--variance-net",
+        help="Instead: train the post-hoc variance network by this recipe (YAML, e.g. "
+        "configs/uncertainty/variance-net.yaml) on top of the stored calibration; its weights "
+        "go beside the checkpoint as <stem>.sigma.safetensors.",
+    ),
 ) -> None:
     """Calibrate a model's per-pixel 1-sigma on held-out pairs (stored in its descriptor)."""
     from lenssr.inference.uncertainty import calibrate as run
+
+    if variance_net is not None:
+        from lenssr.inference.variance_net import train_variance_net
+
+        if not variance_net.is_file():
+            raise LenssrError(f"{variance_net}: no such recipe file")
+        sec = train_variance_net(checkpoint, variance_net)
+        v, t = sec["validation"]["variance_net"], sec["validation"]["three_term"]
+        typer.echo(
+            f"variance network ({sec['members']} members, {sec['wall_s']:.0f} s): validation "
+            f"coverage 1σ/2σ all {100 * t['all']['cov1']:.1f}/{100 * t['all']['cov2']:.1f}% -> "
+            f"{100 * v['all']['cov1']:.1f}/{100 * v['all']['cov2']:.1f}%, arcs "
+            f"{100 * t['arc']['cov1']:.1f}/{100 * t['arc']['cov2']:.1f}% -> "
+            f"{100 * v['arc']['cov1']:.1f}/{100 * v['arc']['cov2']:.1f}%; written to "
+            f"{Path(checkpoint).with_suffix('.json')} and {sec['file']}"
+        )
+        return
 
     info = run(checkpoint, data, n=n, seed=seed)
     b, a = info["before"], info["after"]

@@ -24,7 +24,9 @@ def _fmt(stats: dict[str, Any] | None, digits: int = 2, style: str = "f") -> str
 
 
 def _num(value: Any, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+    if value is None:
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else str(value)
 
 
 def _stages(training: dict[str, Any]) -> list[dict[str, Any]]:
@@ -119,6 +121,21 @@ def _instrument_lines(desc: dict[str, Any]) -> list[str]:
             f"{cal.get('n', '?')} pairs of `{cal.get('data', '?')}` (coverage there: 1 sigma "
             f"{100 * after.get('cov1', float('nan')):.1f}%, 2 sigma "
             f"{100 * after.get('cov2', float('nan')):.1f}%)."
+        )
+    vnet = unc.get("variance_net") or {}
+    if vnet:
+        val = (vnet.get("validation") or {}).get("variance_net") or {}
+        got = ", ".join(
+            f"{part} {100 * val[part]['cov1']:.1f}% / {100 * val[part]['cov2']:.1f}%"
+            for part in ("all", "arc")
+            if part in val
+        )
+        lines.append(
+            f"- Times a per-pixel factor of the post-hoc variance network "
+            f"(`lenssr.inference.variance_net`, {vnet.get('members', '?')} members, recipe "
+            f"`{vnet.get('recipe')}`, weights `{vnet.get('file')}`"
+            + (f"; validation coverage at 1 / 2 sigma: {got}" if got else "")
+            + ")."
         )
     metrics = desc.get("metrics") or {}
     if "cov1" in metrics:
@@ -249,8 +266,20 @@ def ship_model(
     extra["metrics"] = metrics
     extra["name"] = name
     folder.mkdir(parents=True, exist_ok=True)
-    weights = Path(save_checkpoint(folder / name, model, extra=extra))
-    for path in (weights, weights.with_suffix(".json")):
+    shipped = [Path(save_checkpoint(folder / name, model, extra=extra))]
+    vnet = (extra.get("uncertainty") or {}).get("variance_net")
+    if vnet:  # the post-hoc variance network travels with its model, renamed
+        import shutil
+
+        from lenssr.inference.variance_net import sigma_path
+
+        shipped.append(sigma_path(shipped[0]))
+        shutil.copyfile(checkpoint.parent / vnet["file"], shipped[-1])
+        extra["uncertainty"] = {**extra["uncertainty"],
+                                "variance_net": {**vnet, "file": shipped[-1].name}}  # fmt: skip
+        save_checkpoint(folder / name, model, extra=extra)
+    weights = shipped[0]
+    for path in (*shipped, weights.with_suffix(".json")):
         path.chmod(0o644)  # package data: readable by every user of an installation
     write_card(name, folder, figures, config_path)
     return weights
