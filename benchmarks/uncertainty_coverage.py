@@ -51,6 +51,7 @@ from lenssr.inference.uncertainty import (
     raw_predictions,
     reliability,
     render_calibration_set,
+    sigma_predictions,
 )
 from lenssr.simulation.grid import grid_cells, render_cell
 
@@ -65,17 +66,6 @@ def tta_predictions(model, lr: np.ndarray, fwhm_pix: np.ndarray) -> tuple[np.nda
     for k in range(len(lr)):
         kw = {"psf_fwhm": float(fwhm_pix[k]), "pixel_scale": 1.0} if model.conditioned else {}
         sr, sig = predict_with_sigma(model, lr[k : k + 1], "tta", **kw)
-        srs.append(sr[0])
-        sigs.append(sig[0])
-    return np.stack(srs), np.stack(sigs)
-
-
-def shipped_predictions(model, lr: np.ndarray, fwhm_pix: np.ndarray) -> tuple:
-    """SR and 1-sigma of every image exactly as ``upscale(return_sigma=True)`` gives them."""
-    srs, sigs = [], []
-    for k in range(len(lr)):
-        kw = {"psf_fwhm": float(fwhm_pix[k]), "pixel_scale": 1.0} if model.conditioned else {}
-        sr, sig = model.upscale(lr[k : k + 1], return_sigma=True, **kw)
         srs.append(sr[0])
         sigs.append(sig[0])
     return np.stack(srs), np.stack(sigs)
@@ -159,7 +149,7 @@ def main() -> None:
             sr, sig, u = raw_predictions(model, data.lr, fw)
         for m in methods:
             if m == "shipped":
-                srm, sigm = shipped_predictions(model, data.lr, fw)
+                srm, sigm = sigma_predictions(model, data.lr, fw)
                 hr, arc = data.hr, data.arc
             elif m == "tta":
                 k = args.n_tta

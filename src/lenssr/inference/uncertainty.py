@@ -324,21 +324,28 @@ def relative_noise(model: Upscaler, lr: np.ndarray, noise_sigma: Any = None) -> 
     return np.log10(np.clip(sig / np.where(span > 0, span, 1.0), 1e-6, 10.0))
 
 
+def sigma_predictions(model: Upscaler, lr: np.ndarray, fwhm_pix: np.ndarray) -> tuple:
+    """``(sr, sigma)`` of LR images ``(N, h, w)`` exactly as ``upscale(return_sigma=True)``
+    gives them, each image with its own PSF ``fwhm_pix`` ``(N,)`` [LR pixels]."""
+    srs, sigs = [], []
+    for k in range(len(lr)):
+        kw = {"psf_fwhm": float(fwhm_pix[k]), "pixel_scale": 1.0} if model.conditioned else {}
+        sr, sig = model.upscale(lr[k : k + 1], return_sigma=True, **kw)
+        srs.append(sr[0])
+        sigs.append(sig[0])
+    return np.stack(srs), np.stack(sigs)
+
+
 def raw_predictions(model: Upscaler, lr: np.ndarray, fwhm_pix: np.ndarray) -> tuple:
     """``(sr, raw head sigma, log10_noise)`` of LR images ``(N, h, w)``, each with its own PSF
     ``fwhm_pix`` ``(N,)`` [LR pixels]; the raw sigma is the head's, before any calibration."""
     unc, scale = model.uncertainty, model.sigma_scale
     model.uncertainty, model.sigma_scale = {}, 1.0
     try:
-        srs, sigs = [], []
-        for k in range(len(lr)):
-            kw = {"psf_fwhm": float(fwhm_pix[k]), "pixel_scale": 1.0} if model.conditioned else {}
-            sr, sig = model.upscale(lr[k : k + 1], return_sigma=True, **kw)
-            srs.append(sr[0])
-            sigs.append(sig[0])
+        sr, sig = sigma_predictions(model, lr, fwhm_pix)
     finally:
         model.uncertainty, model.sigma_scale = unc, scale
-    return np.stack(srs), np.stack(sigs), relative_noise(model, lr)
+    return sr, sig, relative_noise(model, lr)
 
 
 def calibrate(

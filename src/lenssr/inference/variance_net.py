@@ -277,21 +277,23 @@ def nll(lsig: torch.Tensor, r: torch.Tensor, arc: torch.Tensor, arc_weight: floa
 
 
 def coverage_penalty(lsig: torch.Tensor, r: torch.Tensor, arc: torch.Tensor) -> torch.Tensor:
-    """Per image, the squared distance of the 1- and 2-sigma coverages from the Gaussian's in
-    units of the targets' tolerances (6 and 3 points), over all pixels and over the arc pixels
-    (images with at least 16 of them), with soft indicators of ``|z| <= k`` (width 0.1 k)."""
+    """Squared distance of the 1- and 2-sigma coverages from the Gaussian's, in units of the
+    targets' tolerances (6 and 3 points), with soft indicators of ``|z| <= k`` (width 0.1 k):
+    over all pixels image by image (thousands of pixels each), plus over the arc pixels of the
+    whole batch (a crop holds too few of them for a per-image coverage)."""
     from lenssr.inference.uncertainty import GAUSS_1SIGMA, GAUSS_2SIGMA
 
     z = (r * torch.exp(-lsig)).abs()
     inside = [torch.sigmoid((k - z) / (0.1 * k)) for k in (1.0, 2.0)]
-    total = lsig.new_zeros(())
-    for mask in (torch.ones_like(arc), arc):
-        n = mask.sum((-2, -1))
-        keep = (n >= 16).to(lsig.dtype)
-        c1, c2 = ((t * mask).sum((-2, -1)) / n.clamp(min=1.0) for t in inside)
-        per = ((c1 - GAUSS_1SIGMA) / 0.06) ** 2 + ((c2 - GAUSS_2SIGMA) / 0.03) ** 2
-        total = total + (per * keep).sum() / keep.sum().clamp(min=1.0)
-    return total
+
+    def distance(c1: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:
+        return ((c1 - GAUSS_1SIGMA) / 0.06) ** 2 + ((c2 - GAUSS_2SIGMA) / 0.03) ** 2
+
+    per_image = distance(*(t.mean((-2, -1)) for t in inside)).mean()
+    n_arc = arc.sum()
+    if n_arc < 16:
+        return per_image
+    return per_image + distance(*((t * arc).sum() / n_arc for t in inside))
 
 
 def objective(lsig: torch.Tensor, r: torch.Tensor, arc: torch.Tensor, cfg: dict[str, Any]):
