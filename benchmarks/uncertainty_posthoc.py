@@ -49,7 +49,12 @@ from uncertainty_coverage import score
 
 from lenssr.inference import variance_net as vn
 from lenssr.inference.api import load_model
-from lenssr.inference.uncertainty import coverage, raw_predictions, render_calibration_set
+from lenssr.inference.uncertainty import (
+    calibrated_sigma,
+    coverage,
+    raw_predictions,
+    render_calibration_set,
+)
 from lenssr.simulation.grid import grid_cells, render_cell
 
 KEYS = ("lr", "hr", "arc", "sr", "sig", "u", "fwhm")
@@ -112,21 +117,11 @@ def features(model, d: dict[str, np.ndarray], other: np.ndarray | None):
     x, r, ls, arc = vn.set_tensors(model, d)
     if other is None:
         return x, r, ls, arc
-    q = (d["sr"] - other) / (np.exp(ls.numpy().astype(np.float64)) * span_of(model, d))
+    q = (d["sr"] - other) / calibrated_sigma(d["sr"], d["sig"], d["u"], model.uncertainty)
     extra = np.stack([np.log(np.abs(q) + 1e-2) / 3.0,
                       np.log(np.stack([gaussian_filter(v * v, 2.0) for v in q]) + 1e-4) / 5.0],
                      1).astype(np.float32)  # fmt: skip
     return torch.cat([x, torch.from_numpy(extra)], 1), r, ls, arc
-
-
-def span_of(model, d: dict[str, np.ndarray]) -> np.ndarray:
-    """``hi - lo`` ``(N, 1, 1)`` of a set's LR images (the model's normalisation)."""
-    from lenssr.data.normalize import noise_sigma_mad
-
-    lr = d["lr"].astype(np.float64)
-    noise = np.array([noise_sigma_mad(np.nan_to_num(im)) for im in lr])
-    lo, hi = model.normalization.stats(lr, noise_sigma=noise)
-    return hi - lo
 
 
 def per_cell(grid: dict, r: np.ndarray, sigma: np.ndarray) -> dict:

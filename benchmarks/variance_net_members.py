@@ -72,8 +72,7 @@ def main() -> None:
     if not section:
         raise SystemExit(f"{args.model}: the descriptor names no variance network")
     ens = vn.load_variance_net(model.weights_dir / section["file"], section)
-    weights = model.weights_dir / (section["file"].replace(".sigma.safetensors", ".safetensors"))
-    model_hash = vn._file_hash(weights)
+    model_hash = section["weights_sha256_16"]  # the SR weights the network was trained on
     sets = {s["name"]: vn.rendered_set(model, s, args.cache, model_hash) for s in DEV}
     if args.grid:
         sets["grid"] = cached_set(model, args.cache / f"grid-20-100-{model_hash}.npz",

@@ -33,6 +33,14 @@ def psf_fwhm_pixels(psf_fwhm: float | None, pixel_scale: float | None) -> float:
     return fwhm / pix
 
 
+def relative_log_noise(noise_sigma: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``log10(noise_sigma / (hi - lo))`` ``(N,)``, clipped to [1e-6, 10] before the log: the
+    relative noise of the conditioning vector and of the variance network's features."""
+    sig = np.asarray(noise_sigma, dtype=np.float64).reshape(-1)
+    span = (np.asarray(hi, dtype=np.float64) - np.asarray(lo, dtype=np.float64)).reshape(-1)
+    return np.log10(np.clip(sig / np.where(span > 0, span, 1.0), 1e-6, 10.0))
+
+
 def condition_vector(
     psf_fwhm_pix: float | np.ndarray, noise_sigma: np.ndarray, lo: np.ndarray, hi: np.ndarray
 ) -> np.ndarray:
@@ -43,8 +51,6 @@ def condition_vector(
         noise_sigma: ``(N,)`` noise sigma in the images' units.
         lo, hi: the normalisation's ``(N, 1, 1)`` (or ``(N,)``) offsets and tops.
     """
-    sig = np.asarray(noise_sigma, dtype=np.float64).reshape(-1)
-    span = (np.asarray(hi, dtype=np.float64) - np.asarray(lo, dtype=np.float64)).reshape(-1)
-    rel = np.log10(np.clip(sig / np.where(span > 0, span, 1.0), 1e-6, 10.0))
+    rel = relative_log_noise(noise_sigma, lo, hi)
     fwhm = np.broadcast_to(np.asarray(psf_fwhm_pix, dtype=np.float64), rel.shape)
     return np.stack([fwhm, rel], axis=-1).astype(np.float32)

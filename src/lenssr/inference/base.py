@@ -239,6 +239,7 @@ class Upscaler(ABC):
         lr_n: np.ndarray,
         lo: np.ndarray,
         hi: np.ndarray,
+        noise_sigma: np.ndarray,
         psf_fwhm_pix: Any,
     ) -> np.ndarray:
         """The calibrated 1-sigma ``(N, H, W)`` float32 of SR images ``sr`` (input units) with
@@ -246,26 +247,24 @@ class Upscaler(ABC):
         (:func:`lenssr.inference.uncertainty.calibrated_sigma`), times the post-hoc variance
         network's per-pixel factor where the descriptor names one
         (:mod:`lenssr.inference.variance_net`). ``lr_n``: the normalised LR images ``(N, h, w)``;
-        ``lo``, ``hi``: their normalisation; ``psf_fwhm_pix``: LR PSF FWHM [LR pixels]."""
+        ``lo``, ``hi``: their normalisation; ``noise_sigma``: their ``(N,)`` noise sigma (input
+        units); ``psf_fwhm_pix``: LR PSF FWHM [LR pixels]. ``log10_noise``: the conditioning
+        vector's relative noise, which the three-term model takes (None: not conditioned)."""
         from lenssr.inference.uncertainty import calibrated_sigma
 
         sigma = calibrated_sigma(sr, sigma_head, log10_noise, self.uncertainty)
         section = self.uncertainty.get("variance_net")
         if not section:
             return sigma
+        from lenssr.data.conditioning import relative_log_noise
         from lenssr.inference import variance_net as vn
 
         if self.weights_dir is None:
             raise LenssrError(f"model {self.name!r}: the variance network's folder is unknown")
         net = vn.load_variance_net(self.weights_dir / section["file"], section)
         span = np.asarray(hi, np.float64) - np.asarray(lo, np.float64)
-        if log10_noise is None:
-            from lenssr.data.normalize import noise_sigma_mad
-
-            flat = span.reshape(-1)
-            sig = np.array([noise_sigma_mad(im * s) for im, s in zip(lr_n, flat, strict=True)])
-            log10_noise = np.log10(np.clip(sig / np.maximum(span.reshape(-1), 1e-30), 1e-6, 10))
-        x = vn.features((sr - lo) / span, lr_n, sigma / span, log10_noise, psf_fwhm_pix)
+        u = relative_log_noise(noise_sigma, lo, hi)
+        x = vn.features((sr - lo) / span, lr_n, sigma / span, u, psf_fwhm_pix)
         return (sigma * np.exp(vn.log_factor(net, x))).astype(np.float32)
 
     def upscale(
@@ -391,7 +390,7 @@ class Upscaler(ABC):
             return y[0] if single else y
         raw = self.sigma_scale * np.exp(0.5 * log_var) * (hi - lo)
         u = None if cond is None else cond[:, 1]
-        sigma = self.calibrated_sigma(y, raw, u, xn, lo, hi, fwhm_pix)
+        sigma = self.calibrated_sigma(y, raw, u, xn, lo, hi, sig, fwhm_pix)
         if bad.any():
             sigma[bad.repeat(s, axis=-2).repeat(s, axis=-1)] = np.nan
         return (y[0], sigma[0]) if single else (y, sigma)

@@ -186,8 +186,6 @@ def calibrate(
     if variance_net is not None:
         from lenssr.inference.variance_net import train_variance_net
 
-        if not variance_net.is_file():
-            raise LenssrError(f"{variance_net}: no such recipe file")
         sec = train_variance_net(checkpoint, variance_net)
         v, t = sec["validation"]["variance_net"], sec["validation"]["three_term"]
         typer.echo(

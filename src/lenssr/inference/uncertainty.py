@@ -319,9 +319,10 @@ def relative_noise(model: Upscaler, lr: np.ndarray, noise_sigma: Any = None) -> 
         sig = np.array([noise_sigma_mad(np.nan_to_num(im)) for im in lr])
     else:
         sig = np.broadcast_to(np.asarray(noise_sigma, np.float64), (lr.shape[0],))
+    from lenssr.data.conditioning import relative_log_noise
+
     lo, hi = model.normalization.stats(lr, noise_sigma=sig)
-    span = (np.asarray(hi, np.float64) - np.asarray(lo, np.float64)).reshape(-1)
-    return np.log10(np.clip(sig / np.where(span > 0, span, 1.0), 1e-6, 10.0))
+    return relative_log_noise(sig, lo, hi)
 
 
 def sigma_predictions(model: Upscaler, lr: np.ndarray, fwhm_pix: np.ndarray) -> tuple:

@@ -28,6 +28,7 @@ tiles (bounded memory).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -98,11 +99,17 @@ class VarianceNet(nn.Module):
 class VarianceEnsemble(nn.Module):
     """The mean log-factor of several :class:`VarianceNet` members."""
 
-    def __init__(self, members: int, ch: int = 32, dilations=(1, 2, 4, 8, 16)) -> None:
+    def __init__(
+        self, members: int, ch: int = 32, dilations=(1, 2, 4, 8, 16), seed: int | None = None
+    ) -> None:
+        """``seed``: member ``k``'s initial weights from ``torch.manual_seed(seed + k)``."""
         super().__init__()
-        self.members = nn.ModuleList(
-            VarianceNet(len(FEATURES), ch, dilations) for _ in range(members)
-        )
+        nets = []
+        for k in range(members):
+            if seed is not None:
+                torch.manual_seed(seed + k)
+            nets.append(VarianceNet(len(FEATURES), ch, dilations))
+        self.members = nn.ModuleList(nets)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(x) for m in self.members]).mean(0)
@@ -340,7 +347,7 @@ def load_recipe(config: str | Path | None) -> dict[str, Any]:
     """:data:`DEFAULTS` updated by a YAML recipe (unknown keys are an error)."""
     from lenssr.config import read_yaml_file
 
-    cfg = json.loads(json.dumps(DEFAULTS))
+    cfg = copy.deepcopy(DEFAULTS)
     if config is not None:
         given = read_yaml_file(config) or {}
         unknown = sorted(set(given) - set(DEFAULTS))
@@ -378,13 +385,9 @@ def train_variance_net(
     n_val = int(cfg["n_val"])
     val = tuple(t[-n_val:] for t in sets[0])
     train = tuple(torch.cat([sets[0][i][:-n_val], *(s[i] for s in sets[1:])]) for i in range(4))
-    ens = VarianceEnsemble(int(cfg["members"]), int(cfg["channels"]), tuple(cfg["dilations"]))
-    logs = []
-    for k, member in enumerate(ens.members):
-        torch.manual_seed(k)  # each member's initial weights
-        member.load_state_dict(VarianceNet(len(FEATURES), int(cfg["channels"]),
-                                           tuple(cfg["dilations"])).state_dict())  # fmt: skip
-        logs.append(train_member(member, train, val, cfg, seed=k))
+    ens = VarianceEnsemble(int(cfg["members"]), int(cfg["channels"]), tuple(cfg["dilations"]),
+                           seed=0)  # fmt: skip
+    logs = [train_member(m, train, val, cfg, seed=k) for k, m in enumerate(ens.members)]
     ens.eval()
     xv, rv, lsv, av = val
     lsig = lsv.numpy() + log_factor(ens, xv.numpy())

@@ -266,20 +266,19 @@ def ship_model(
     extra["metrics"] = metrics
     extra["name"] = name
     folder.mkdir(parents=True, exist_ok=True)
-    shipped = [Path(save_checkpoint(folder / name, model, extra=extra))]
+    shipped = []
     vnet = (extra.get("uncertainty") or {}).get("variance_net")
     if vnet:  # the post-hoc variance network travels with its model, renamed
         import shutil
 
         from lenssr.inference.variance_net import sigma_path
 
-        shipped.append(sigma_path(shipped[0]))
+        shipped.append(sigma_path(folder / name))
         shutil.copyfile(checkpoint.parent / vnet["file"], shipped[-1])
         extra["uncertainty"] = {**extra["uncertainty"],
                                 "variance_net": {**vnet, "file": shipped[-1].name}}  # fmt: skip
-        save_checkpoint(folder / name, model, extra=extra)
-    weights = shipped[0]
-    for path in (*shipped, weights.with_suffix(".json")):
+    weights = Path(save_checkpoint(folder / name, model, extra=extra))
+    for path in (weights, *shipped, weights.with_suffix(".json")):
         path.chmod(0o644)  # package data: readable by every user of an installation
     write_card(name, folder, figures, config_path)
     return weights
