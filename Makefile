@@ -93,8 +93,9 @@ weights-mix: setup data/default-test.h5
 	$(BIN)/lenssr ship runs/hybrid-mix-continue/best.safetensors --name hybrid --test data/default-test.h5 --config configs/hybrid-mix-continue.yaml
 
 # The shipped hybrid's post-hoc variance network alone (lenssr.inference.variance_net), on the
-# weights in the package: about 13 min on a 2-core CPU (renders 2400 pairs on first use), then its
-# coverage on the instrument grid (about 5 min).
+# weights in the package: on a 2-core CPU about 30 min to render 2400 pairs with their
+# re-observation bootstrap (first use only; cached in runs/variance-net) and 15 min to train, then
+# its coverage on the instrument grid (about 15 min).
 variance-net: setup
 	$(BIN)/lenssr calibrate src/lenssr/models/weights/hybrid.safetensors --variance-net configs/uncertainty/variance-net.yaml
 	$(BIN)/python benchmarks/uncertainty_coverage.py --model hybrid --methods shipped,head --n 20 --n-calib 300 --out docs/uncertainty/shipped

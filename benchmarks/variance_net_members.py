@@ -73,10 +73,13 @@ def main() -> None:
         raise SystemExit(f"{args.model}: the descriptor names no variance network")
     ens = vn.load_variance_net(model.weights_dir / section["file"], section)
     model_hash = section["weights_sha256_16"]  # the SR weights the network was trained on
-    sets = {s["name"]: vn.rendered_set(model, s, args.cache, model_hash) for s in DEV}
+    boot = section.get("bootstrap")  # the re-observation bootstrap features, when it takes them
+    sets = {s["name"]: vn.rendered_set(model, s, args.cache, model_hash, boot) for s in DEV}
     if args.grid:
         sets["grid"] = cached_set(model, args.cache / f"grid-20-100-{model_hash}.npz",
                                   lambda: grid_chunks(20, 100))  # fmt: skip
+        if boot:
+            sets["grid"] = {**sets["grid"], **vn.set_bootstrap(model, sets["grid"], boot)}
     nets = {"three-term": None, "ensemble": ens}
     nets.update({f"member {k}": m for k, m in enumerate(ens.members)})
     report: dict = {"model": args.model, "members": len(ens.members)}

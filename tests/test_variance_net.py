@@ -37,11 +37,16 @@ def tiny_checkpoint(folder: Path) -> Path:
     return Path(path)
 
 
-def attach(path: Path, net: vn.VarianceEnsemble) -> None:
-    """Save ``net`` beside checkpoint ``path`` and name it in the descriptor."""
-    section = {"file": vn.sigma_path(path).name, "features": list(vn.FEATURES),
+BOOT = {"draws": 4, "seed": 0, "hr_psf_fwhm_pix": 1.74}
+
+
+def attach(path: Path, net: vn.VarianceEnsemble, boot: dict | None = None) -> None:
+    """Save ``net`` beside checkpoint ``path`` and name it in the descriptor (``boot``: with the
+    bootstrap features)."""
+    names = list(vn.FEATURES) + (list(vn.BOOT_FEATURES) if boot else [])
+    section = {"file": vn.sigma_path(path).name, "features": names,
                "members": len(net.members), "channels": 32,
-               "dilations": [1, 2, 4, 8, 16]}  # fmt: skip
+               "dilations": [1, 2, 4, 8, 16], "bootstrap": boot}  # fmt: skip
     vn.save_variance_net(vn.sigma_path(path), net, section)
     desc_path = path.with_suffix(".json")
     desc = json.loads(desc_path.read_text())
@@ -81,11 +86,13 @@ def test_the_factor_multiplies_the_calibrated_sigma(tmp_path: Path, backend: str
     np.testing.assert_allclose(plain, sr0[0], rtol=1e-5, atol=1e-5)
 
 
-def test_inference_sees_the_training_features(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("boot", [None, BOOT])
+def test_inference_sees_the_training_features(tmp_path: Path, monkeypatch, boot) -> None:
     """``set_tensors`` (training) and ``upscale(return_sigma=True)`` (inference) build the same
-    features from the same LR images."""
+    features from the same LR images, the bootstrap's included."""
     path = tiny_checkpoint(tmp_path)
-    attach(path, vn.VarianceEnsemble(1))
+    names = len(vn.FEATURES) + (len(vn.BOOT_FEATURES) if boot else 0)
+    attach(path, vn.VarianceEnsemble(1, in_ch=names), boot)
     model = load_model(path, device="cpu", backend="torch")
     lr = lr_images(3)
     fwhm = np.array([1.5, 1.8, 2.6])
@@ -104,10 +111,14 @@ def test_inference_sees_the_training_features(tmp_path: Path, monkeypatch) -> No
     zeros = np.zeros((3, 36, 36))
     d = {"lr": lr, "hr": zeros, "arc": zeros.astype(bool), "sr": sr, "sig": sig, "u": u,
          "fwhm": fwhm}  # fmt: skip
+    if boot:
+        d.update(vn.set_bootstrap(model, d, boot))
     x, r, ls, arc = vn.set_tensors(model, d)
-    assert x.shape == (3, len(vn.FEATURES), 36, 36)
+    assert x.shape == (3, names, 36, 36)
     np.testing.assert_allclose(np.concatenate(saw), x.numpy(), rtol=1e-4, atol=1e-4)
     assert np.ptp(x.numpy()[:, 4]) > 0.3  # the PSF channel differs between the images
+    if boot:
+        assert np.all(np.isfinite(x.numpy())) and np.ptp(x.numpy()[:, 5]) > 0.1
 
 
 def test_tiles_match_the_whole_image_within_the_receptive_field() -> None:

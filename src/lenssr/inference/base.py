@@ -241,6 +241,8 @@ class Upscaler(ABC):
         hi: np.ndarray,
         noise_sigma: np.ndarray,
         psf_fwhm_pix: Any,
+        lr: np.ndarray | None = None,
+        redraw: Any = None,
     ) -> np.ndarray:
         """The calibrated 1-sigma ``(N, H, W)`` float32 of SR images ``sr`` (input units) with
         the head's raw ``sigma_head``: the descriptor's three-term model
@@ -249,7 +251,10 @@ class Upscaler(ABC):
         (:mod:`lenssr.inference.variance_net`). ``lr_n``: the normalised LR images ``(N, h, w)``;
         ``lo``, ``hi``: their normalisation; ``noise_sigma``: their ``(N,)`` noise sigma (input
         units); ``psf_fwhm_pix``: LR PSF FWHM [LR pixels]. ``log10_noise``: the conditioning
-        vector's relative noise, which the three-term model takes (None: not conditioned)."""
+        vector's relative noise, which the three-term model takes (None: not conditioned).
+        ``lr``: the LR images in input units and ``redraw(lr_batch, noise_sigma) -> sr_batch``
+        the model as it made ``sr``, for a variance network with bootstrap features
+        (:mod:`lenssr.inference.bootstrap`)."""
         from lenssr.inference.uncertainty import calibrated_sigma
 
         sigma = calibrated_sigma(sr, sigma_head, log10_noise, self.uncertainty)
@@ -264,7 +269,19 @@ class Upscaler(ABC):
         net = vn.load_variance_net(self.weights_dir / section["file"], section)
         span = np.asarray(hi, np.float64) - np.asarray(lo, np.float64)
         u = relative_log_noise(noise_sigma, lo, hi)
-        x = vn.features((sr - lo) / span, lr_n, sigma / span, u, psf_fwhm_pix)
+        boot = None
+        if section.get("bootstrap"):
+            from lenssr.inference.bootstrap import bootstrap_terms
+
+            if lr is None or redraw is None or psf_fwhm_pix is None:
+                raise LenssrError(f"model {self.name!r}: the bootstrap needs the LR images")
+            spec = section["bootstrap"]
+            b2, bn2 = bootstrap_terms(redraw, lr, sr, sr.shape[-1] // lr.shape[-1],
+                                      float(psf_fwhm_pix), float(spec["hr_psf_fwhm_pix"]),
+                                      np.broadcast_to(noise_sigma, (len(sr),)),
+                                      int(spec["draws"]), int(spec["seed"]))  # fmt: skip
+            boot = (b2 / span**2, bn2 / span**2)
+        x = vn.features((sr - lo) / span, lr_n, sigma / span, u, psf_fwhm_pix, boot)
         return (sigma * np.exp(vn.log_factor(net, x))).astype(np.float32)
 
     def upscale(
@@ -384,13 +401,24 @@ class Upscaler(ABC):
             yn = out.astype(np.float64)
 
         y = self.normalization.inverse(yn, lo, hi).astype(np.float32)
-        if bad.any():
-            y[bad.repeat(s, axis=-2).repeat(s, axis=-1)] = np.nan
+        blanks = bad.repeat(s, axis=-2).repeat(s, axis=-1) if bad.any() else None
         if not return_sigma:
+            if blanks is not None:
+                y[blanks] = np.nan
             return y[0] if single else y
         raw = self.sigma_scale * np.exp(0.5 * log_var) * (hi - lo)
         u = None if cond is None else cond[:, 1]
-        sigma = self.calibrated_sigma(y, raw, u, xn, lo, hi, sig, fwhm_pix)
-        if bad.any():
-            sigma[bad.repeat(s, axis=-2).repeat(s, axis=-1)] = np.nan
+
+        def redraw(batch: np.ndarray, noise: float) -> np.ndarray:
+            """The model as it made ``y``, on redrawn observations (the bootstrap)."""
+            return self.upscale(batch, s, tta=tta, tile=tile, batch_size=batch_size,
+                                overlap=overlap, psf_fwhm=fwhm_pix, pixel_scale=1.0,
+                                noise_sigma=noise)  # fmt: skip
+
+        info = self.last_instrument
+        sigma = self.calibrated_sigma(y, raw, u, xn, lo, hi, sig, fwhm_pix, x, redraw)
+        self.last_instrument = info
+        if blanks is not None:
+            y[blanks] = np.nan
+            sigma[blanks] = np.nan
         return (y[0], sigma[0]) if single else (y, sigma)

@@ -14,7 +14,11 @@ SR model frozen, a small CNN ``g`` learns the missing per-pixel factor:
   one network's initialisation gives.
 - features at each HR pixel (:func:`features`): the SR image and the LR image (nearest
   upsampled) in the model's normalised units, ``log(sigma_calibrated / (hi - lo))``, the relative
-  LR noise ``u = log10(noise_sigma / (hi - lo))`` and the LR PSF FWHM [LR pixels].
+  LR noise ``u = log10(noise_sigma / (hi - lo))`` and the LR PSF FWHM [LR pixels]; with a
+  ``bootstrap`` recipe also the re-observation bootstrap of the image
+  (:mod:`lenssr.inference.bootstrap`: its rms shift and its noise response, normalised, and the
+  ratio of the rms shift to the calibrated sigma), which follows the image's own morphology and
+  noise where the other features only know the training mixture.
 - trained (:func:`train_variance_net`, ``lenssr calibrate CHECKPOINT --variance-net CONFIG``) by
   the Gaussian likelihood of ``hr - sr`` over all pixels plus, weighted ``arc_weight``, over the
   lensed-arc pixels, on pairs rendered from presets (``configs/uncertainty/variance-net.yaml``:
@@ -44,6 +48,8 @@ from lenssr.errors import LenssrError
 
 #: The per-pixel input channels, in order (:func:`features`).
 FEATURES = ("sr", "lr", "log_sigma", "log10_noise", "psf_fwhm_pix")
+#: The channels a ``bootstrap`` recipe adds after :data:`FEATURES`.
+BOOT_FEATURES = ("log_boot", "log_boot_noise", "log_boot_ratio")
 #: Images with more HR pixels than this are processed in tiles.
 TILE_PIXELS = 512 * 512
 #: Tile side and overlap [HR pixels]; the receptive field of the dilated stack is 63 pixels.
@@ -72,6 +78,7 @@ DEFAULTS: dict[str, Any] = {
     "dilations": [1, 2, 4, 8, 16],
     "cache": "runs/variance-net",
     "threads": 2,
+    "bootstrap": None,  # {draws, seed}: add the re-observation bootstrap features
 }
 
 
@@ -100,7 +107,12 @@ class VarianceEnsemble(nn.Module):
     """The mean log-factor of several :class:`VarianceNet` members."""
 
     def __init__(
-        self, members: int, ch: int = 32, dilations=(1, 2, 4, 8, 16), seed: int | None = None
+        self,
+        members: int,
+        ch: int = 32,
+        dilations=(1, 2, 4, 8, 16),
+        seed: int | None = None,
+        in_ch: int = len(FEATURES),
     ) -> None:
         """``seed``: member ``k``'s initial weights from ``torch.manual_seed(seed + k)``."""
         super().__init__()
@@ -108,7 +120,7 @@ class VarianceEnsemble(nn.Module):
         for k in range(members):
             if seed is not None:
                 torch.manual_seed(seed + k)
-            nets.append(VarianceNet(len(FEATURES), ch, dilations))
+            nets.append(VarianceNet(in_ch, ch, dilations))
         self.members = nn.ModuleList(nets)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,9 +129,10 @@ class VarianceEnsemble(nn.Module):
 
 def features(
     sr_n: np.ndarray, lr_n: np.ndarray, sigma_n: np.ndarray, log10_noise: np.ndarray,
-    psf_fwhm_pix: np.ndarray,
+    psf_fwhm_pix: np.ndarray, boot: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:  # fmt: skip
-    """The network's input ``(N, 5, H, W)`` float32 (:data:`FEATURES`).
+    """The network's input ``(N, C, H, W)`` float32: :data:`FEATURES`, then
+    :data:`BOOT_FEATURES` when ``boot`` is given.
 
     Args:
         sr_n: SR images ``(N, H, W)`` in the model's normalised units (``(sr - lo) / (hi - lo)``).
@@ -127,6 +140,8 @@ def features(
         sigma_n: the calibrated 1-sigma ``(N, H, W)`` in the same units.
         log10_noise: ``(N,)`` relative LR noise ``log10(noise_sigma / (hi - lo))``.
         psf_fwhm_pix: ``(N,)`` or one LR PSF FWHM [LR pixels].
+        boot: ``(b2, bn2)`` ``(N, H, W)`` of :func:`lenssr.inference.bootstrap.bootstrap_terms`
+            in the normalised units squared.
     """
     sr_n = np.asarray(sr_n, np.float64)
     n, hh, ww = sr_n.shape
@@ -143,6 +158,14 @@ def features(
         np.broadcast_to(u[:, None, None] + 2.0, shape),
         np.broadcast_to(fw[:, None, None] / 3.0 - 0.6, shape),
     ]
+    if boot is not None:
+        rms, rms_noise = (np.sqrt(np.maximum(np.asarray(b, np.float64), 0.0)) for b in boot)
+        sig = np.maximum(np.asarray(sigma_n, np.float64), 1e-30)
+        chans += [
+            (np.log(np.maximum(rms, 1e-8)) + 6.0) / 3.0,
+            (np.log(np.maximum(rms_noise, 1e-8)) + 6.0) / 3.0,
+            np.log(np.maximum(rms / sig, 1e-4)),
+        ]
     return np.nan_to_num(np.stack(chans, 1)).astype(np.float32)
 
 
@@ -211,7 +234,8 @@ def load_variance_net(path: Path, section: dict[str, Any]) -> VarianceEnsemble:
     key = (str(path.resolve()), path.stat().st_mtime)
     if key not in _CACHE:
         net = VarianceEnsemble(int(section["members"]), int(section["channels"]),
-                               tuple(section["dilations"]))  # fmt: skip
+                               tuple(section["dilations"]),
+                               in_ch=len(section.get("features", FEATURES)))  # fmt: skip
         try:
             state = load_file(str(path), device="cpu")
         except (SafetensorError, OSError) as exc:
@@ -224,6 +248,39 @@ def load_variance_net(path: Path, section: dict[str, Any]) -> VarianceEnsemble:
 # --- training -----------------------------------------------------------------------------
 
 SET_KEYS = ("lr", "hr", "arc", "sr", "sig", "u", "fwhm")
+BOOT_KEYS = ("b2", "bn2")
+
+
+def hr_psf_fwhm_pix(preset: str) -> float:
+    """The HR target's PSF FWHM [HR pixels] of a preset (what the SR images are sharpened to)."""
+    from lenssr.simulation.presets import load_preset
+
+    hr = load_preset(preset).hr
+    return float(hr.psf_fwhm / hr.pixel_scale)
+
+
+def set_bootstrap(model, d: dict[str, np.ndarray], boot: dict[str, Any]) -> dict[str, np.ndarray]:
+    """``b2, bn2`` of every pair of a rendered set, each with its own PSF, as
+    :meth:`Upscaler.calibrated_sigma` computes them (the noise sigma estimated, as ``upscale``
+    does when it is not given)."""
+    from lenssr.data.normalize import noise_sigma_mad
+    from lenssr.inference.bootstrap import bootstrap_terms
+
+    b2, bn2 = [], []
+    for i in range(len(d["lr"])):
+        lr = d["lr"][i : i + 1].astype(np.float64)
+        fw = float(d["fwhm"][i])
+        noise = np.array([noise_sigma_mad(np.nan_to_num(lr[0]))])
+
+        def redraw(batch: np.ndarray, sigma: float, fw: float = fw) -> np.ndarray:
+            return model.upscale(batch, psf_fwhm=fw, pixel_scale=1.0, noise_sigma=sigma)
+
+        a, b = bootstrap_terms(redraw, lr, d["sr"][i : i + 1], model.scale, fw,
+                               float(boot["hr_psf_fwhm_pix"]), noise, int(boot["draws"]),
+                               int(boot["seed"]))  # fmt: skip
+        b2.append(a[0])
+        bn2.append(b[0])
+    return {"b2": np.stack(b2), "bn2": np.stack(bn2)}
 
 
 def _file_hash(path: Path) -> str:
@@ -231,25 +288,36 @@ def _file_hash(path: Path) -> str:
 
 
 def rendered_set(
-    model, spec: dict[str, Any], cache: Path, model_hash: str
+    model, spec: dict[str, Any], cache: Path, model_hash: str, boot: dict[str, Any] | None = None
 ) -> dict[str, np.ndarray]:
-    """A set's rendered pairs with the model's raw predictions (``SET_KEYS``), from the cache
-    when it holds this set for these weights, else rendered (chunks of 100) and saved."""
+    """A set's rendered pairs with the model's raw predictions (``SET_KEYS``; with ``boot``
+    ``{draws, seed, hr_psf_fwhm_pix}`` also the bootstrap's ``BOOT_KEYS``), from the cache when
+    it holds this set for these weights, else rendered (chunks of 100) and saved."""
     from lenssr.inference.uncertainty import raw_predictions, render_calibration_set
 
     path = cache / f"{spec['name']}-{spec['n']}-{spec['seed']}.npz"
+    keys = SET_KEYS + (BOOT_KEYS if boot else ())
     if path.is_file():
         with np.load(path) as f:
             if "model" in f.files and str(f["model"]) == model_hash:
-                return {k: f[k] for k in SET_KEYS}
-    parts: dict[str, list] = {k: [] for k in SET_KEYS}
+                if all(k in f.files for k in keys):
+                    return {k: f[k] for k in keys}
+                if boot:  # the pairs are there: add the bootstrap
+                    out = {k: f[k] for k in f.files if k != "model"}
+                    out.update(set_bootstrap(model, out, boot))
+                    np.savez_compressed(path, model=np.array(model_hash), **out)
+                    return {k: out[k] for k in keys}
+    parts: dict[str, list] = {}
     n, seed = int(spec["n"]), int(spec["seed"])
     for start in range(0, n, 100):
         cal = render_calibration_set(spec["preset"], min(100, n - start), seed + start)
         fw = cal["psf_fwhm"] / cal["pixel_scale"]
         sr, sig, u = raw_predictions(model, cal["lr"], fw)
-        for k, v in zip(SET_KEYS, (cal["lr"], cal["hr"], cal["arc"], sr, sig, u, fw), strict=True):
-            parts[k].append(v)
+        chunk = dict(zip(SET_KEYS, (cal["lr"], cal["hr"], cal["arc"], sr, sig, u, fw), strict=True))
+        if boot:
+            chunk.update(set_bootstrap(model, chunk, boot))
+        for k, v in chunk.items():
+            parts.setdefault(k, []).append(v)
         print(f"  {path.stem}: {min(n, start + 100)} pairs", flush=True)
     out = {k: np.concatenate(v) for k, v in parts.items()}
     cache.mkdir(parents=True, exist_ok=True)
@@ -268,7 +336,8 @@ def set_tensors(model, d: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
     lo, hi = model.normalization.stats(lr, noise_sigma=noise)
     span = hi - lo
     cal = calibrated_sigma(d["sr"], d["sig"], d["u"], model.uncertainty)
-    x = features((d["sr"] - lo) / span, (lr - lo) / span, cal / span, d["u"], d["fwhm"])
+    boot = (d["b2"] / span**2, d["bn2"] / span**2) if "b2" in d else None
+    x = features((d["sr"] - lo) / span, (lr - lo) / span, cal / span, d["u"], d["fwhm"], boot)
     ls = np.log(np.maximum(cal / span, 1e-8)).astype(np.float32)
     r = ((d["hr"] - d["sr"]) / span).astype(np.float32)
     arc = d["arc"].astype(np.float32)
@@ -359,6 +428,17 @@ def load_recipe(config: str | Path | None) -> dict[str, Any]:
     return cfg
 
 
+def bootstrap_recipe(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The recipe's ``bootstrap`` section completed with the HR PSF of its first set's preset
+    (``{draws, seed, hr_psf_fwhm_pix}``), or None."""
+    boot = cfg.get("bootstrap")
+    if not boot:
+        return None
+    out = {"draws": int(boot.get("draws", 8)), "seed": int(boot.get("seed", 0))}
+    out["hr_psf_fwhm_pix"] = hr_psf_fwhm_pix(str(cfg["sets"][0]["preset"]))
+    return out
+
+
 def train_variance_net(
     checkpoint: str | Path, config: str | Path | None = None, write: bool = True
 ) -> dict[str, Any]:
@@ -379,14 +459,17 @@ def train_variance_net(
     model.uncertainty.pop("variance_net", None)  # train on the three-term sigma alone
     model_hash = _file_hash(weights)
     cache = Path(cfg["cache"])
+    boot = bootstrap_recipe(cfg)
     sets = [
-        set_tensors(model, rendered_set(model, spec, cache, model_hash)) for spec in cfg["sets"]
+        set_tensors(model, rendered_set(model, spec, cache, model_hash, boot))
+        for spec in cfg["sets"]
     ]
     n_val = int(cfg["n_val"])
     val = tuple(t[-n_val:] for t in sets[0])
     train = tuple(torch.cat([sets[0][i][:-n_val], *(s[i] for s in sets[1:])]) for i in range(4))
+    names = list(FEATURES) + (list(BOOT_FEATURES) if boot else [])
     ens = VarianceEnsemble(int(cfg["members"]), int(cfg["channels"]), tuple(cfg["dilations"]),
-                           seed=0)  # fmt: skip
+                           seed=0, in_ch=len(names))  # fmt: skip
     logs = [train_member(m, train, val, cfg, seed=k) for k, m in enumerate(ens.members)]
     ens.eval()
     xv, rv, lsv, av = val
@@ -398,10 +481,11 @@ def train_variance_net(
                              "arc": coverage(zero, s, rv.numpy(), arc)}  # fmt: skip
     section = {
         "file": sigma_path(weights).name,
-        "features": list(FEATURES),
+        "features": names,
         "members": int(cfg["members"]),
         "channels": int(cfg["channels"]),
         "dilations": [int(v) for v in cfg["dilations"]],
+        "bootstrap": boot,
         "recipe": str(config) if config is not None else None,
         "config": cfg,
         "weights_sha256_16": model_hash,
