@@ -69,7 +69,7 @@ def main() -> None:
         preset = cell.preset()
         scale = preset.scale
         sb = blur_sigma(cell.psf_fwhm / preset.lr.pixel_scale, scale,
-                        preset.hr.psf_fwhm / preset.hr.pixel_scale)  # fmt: skip
+                        preset.hr.psf_fwhm_pix)  # fmt: skip
         truth_lr = reobserve(torch.as_tensor(data.hr, dtype=torch.float64)[:, None], scale, sb)
         noise = cell_noise(cell, truth_lr[:, 0].numpy())
         peaks = data.hr_source.reshape(len(data.hr_source), -1).max(axis=1)

@@ -6,8 +6,8 @@ the PSF difference and the pixel binning), the residuals ``r = lr - A(sr)`` of t
 observation are given random signs (a wild bootstrap: each LR pixel keeps its own noise level,
 Poisson and lens light included, with no noise model and in any units), and the network
 super-resolves each of the ``K`` new observations ``A(sr) + eps_k r`` (the package's
-``lenssr.inference.bootstrap``, whose variance network uses ``b2`` and ``bn2``; this study keeps
-every draw, as its bias term ``bb2`` needs them, with signs seeded per image). The spread of
+``lenssr.inference.bootstrap.bootstrap_terms``; this study records every draw on its way
+through, as its bias term ``bb2`` needs them, with signs seeded per image). The spread of
 ``sr*_k - sr`` follows the image's own morphology, PSF and noise, so it cannot be fooled by a
 source family or an instrument the training never saw, which is where the shipped map fails.
 
@@ -57,7 +57,7 @@ from scipy.optimize import minimize
 
 from lenssr.data.normalize import noise_sigma_mad
 from lenssr.inference.api import load_model
-from lenssr.inference.consistency import blur_sigma, reobserve
+from lenssr.inference.bootstrap import bootstrap_terms
 from lenssr.inference.uncertainty import (
     GAUSS_1SIGMA,
     GAUSS_2SIGMA,
@@ -114,16 +114,18 @@ def render(spec: tuple[str, int, int]) -> dict:
     return {"lr": c["lr"], "hr": c["hr"], "arc": c["arc"], "fw": c["psf_fwhm"] / c["pixel_scale"]}
 
 
-def bootstrap(model, lr: np.ndarray, sr: np.ndarray, fw: float, hr_fwhm: float, rng) -> np.ndarray:
-    """``K`` draws ``sr*_k - sr`` ``(K, H, W)`` of one LR image ``(h, w)`` and its SR image."""
-    s = model.scale
-    mu = reobserve(torch.from_numpy(sr[None, None].astype(np.float64)), s,
-                   blur_sigma(fw, s, hr_fwhm))[0, 0].numpy()  # fmt: skip
-    r = lr - mu
-    eps = rng.choice([-1.0, 1.0], size=(K, *r.shape))
-    kw = {"psf_fwhm": float(fw), "pixel_scale": 1.0,
-          "noise_sigma": noise_sigma_mad(np.nan_to_num(lr.astype(np.float64)))}  # fmt: skip
-    return model.upscale((mu[None] + eps * r[None]).astype(np.float32), **kw) - sr[None]
+def bootstrap(model, lr: np.ndarray, sr: np.ndarray, fw: float, hr_fwhm: float, seed) -> np.ndarray:
+    """``K`` draws ``sr*_k - sr`` ``(K, H, W)`` of one LR image ``(h, w)`` and its SR image: the
+    package's bootstrap (``bootstrap_terms``), every draw recorded on its way through."""
+    draws = []
+
+    def record(batch: np.ndarray, noise: float) -> np.ndarray:
+        draws.append(model.upscale(batch, psf_fwhm=float(fw), pixel_scale=1.0, noise_sigma=noise))
+        return draws[-1]
+
+    noise = np.array([noise_sigma_mad(np.nan_to_num(lr.astype(np.float64)))])
+    bootstrap_terms(record, lr[None], sr[None], model.scale, float(fw), hr_fwhm, noise, K, seed)
+    return np.concatenate(draws) - sr[None]
 
 
 def predict(model, d: dict, seed: int, hr_fwhm: float) -> dict:
@@ -136,8 +138,7 @@ def predict(model, d: dict, seed: int, hr_fwhm: float) -> dict:
     for i in range(len(sr)):
         kw = {"psf_fwhm": float(d["fw"][i]), "pixel_scale": 1.0}
         shipped.append(model.upscale(d["lr"][i : i + 1], return_sigma=True, **kw)[1][0])
-        rng = np.random.default_rng([seed, i, 77])
-        boot.append(bootstrap(model, d["lr"][i], sr[i], d["fw"][i], hr_fwhm, rng))
+        boot.append(bootstrap(model, d["lr"][i], sr[i], d["fw"][i], hr_fwhm, [seed, i, 77]))
     out["shipped"] = np.stack(shipped)
     out["boot"] = np.stack(boot).astype(np.float32)
     return out
@@ -314,7 +315,7 @@ def main() -> None:
     model = load_model(args.model, device="cpu", backend="torch")
     model_hash = hashlib.sha256(json.dumps(model.descriptor, sort_keys=True).encode()).hexdigest()
     hr = load_preset("survey-mix").hr
-    hr_fwhm = hr.psf_fwhm / hr.pixel_scale
+    hr_fwhm = hr.psf_fwhm_pix
     specs = {**FIT, **DEV, **GRID}
     if args.only:
         for name in args.only.split(","):

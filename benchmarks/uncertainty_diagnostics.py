@@ -105,7 +105,7 @@ def main() -> None:
     noise = np.array([noise_sigma_mad(im) for im in lr])
     hr_inst = load_preset("survey-mix").hr  # the HR target of the training data and the grid
     scale = sr.shape[-1] // lr.shape[-1]
-    hr_fwhm = hr_inst.psf_fwhm / hr_inst.pixel_scale
+    hr_fwhm = hr_inst.psf_fwhm_pix
     blur = torch.tensor([blur_sigma(f, scale, hr_fwhm) for f in grid["fwhm"]])
     a_sr = reobserve(torch.from_numpy(sr.astype(np.float64))[:, None], scale, blur)[:, 0].numpy()
     chi = np.abs(lr - a_sr) / noise[:, None, None]

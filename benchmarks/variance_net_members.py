@@ -78,8 +78,12 @@ def main() -> None:
     if args.grid:
         sets["grid"] = cached_set(model, args.cache / f"grid-20-100-{model_hash}.npz",
                                   lambda: grid_chunks(20, 100))  # fmt: skip
-        if boot:
-            sets["grid"] = {**sets["grid"], **vn.set_bootstrap(model, sets["grid"], boot)}
+        if boot:  # the grid's bootstrap, cached beside it
+            path = args.cache / f"grid-20-100-{model_hash}-boot{boot['draws']}-{boot['seed']}.npz"
+            if not path.is_file():
+                np.savez_compressed(path, **vn.set_bootstrap(model, sets["grid"], boot))
+            with np.load(path) as f:
+                sets["grid"] = {**sets["grid"], **{k: f[k] for k in vn.BOOT_KEYS}}
     nets = {"three-term": None, "ensemble": ens}
     nets.update({f"member {k}": m for k, m in enumerate(ens.members)})
     report: dict = {"model": args.model, "members": len(ens.members)}

@@ -257,7 +257,7 @@ class MixturePairDataset(PairDataset):
         from lenssr.inference.consistency import blur_sigma
 
         lr, noise = degrade_array(hr, self.preset, rng=rng, lr=inst, with_noise_sigma=True)
-        hr_fwhm = self.preset.hr.psf_fwhm / self.preset.hr.pixel_scale
+        hr_fwhm = self.preset.hr.psf_fwhm_pix
         blur = blur_sigma(fwhm_pix, self.scale, hr_fwhm)
         item = self._sample(lr, hr, fwhm_pix, rng, name, lr_noise=noise)
         return (*item, torch.tensor(blur, dtype=torch.float32))

@@ -242,7 +242,7 @@ class Upscaler(ABC):
         noise_sigma: np.ndarray,
         psf_fwhm_pix: Any,
         lr: np.ndarray | None = None,
-        redraw: Any = None,
+        run: dict[str, Any] | None = None,
     ) -> np.ndarray:
         """The calibrated 1-sigma ``(N, H, W)`` float32 of SR images ``sr`` (input units) with
         the head's raw ``sigma_head``: the descriptor's three-term model
@@ -252,9 +252,9 @@ class Upscaler(ABC):
         ``lo``, ``hi``: their normalisation; ``noise_sigma``: their ``(N,)`` noise sigma (input
         units); ``psf_fwhm_pix``: LR PSF FWHM [LR pixels]. ``log10_noise``: the conditioning
         vector's relative noise, which the three-term model takes (None: not conditioned).
-        ``lr``: the LR images in input units and ``redraw(lr_batch, noise_sigma) -> sr_batch``
-        the model as it made ``sr``, for a variance network with bootstrap features
-        (:mod:`lenssr.inference.bootstrap`)."""
+        ``lr``: the LR images in input units and ``run`` the ``upscale`` settings that made
+        ``sr`` (``tta``, ``tile``, ``batch_size``, ``overlap``), for a variance network with
+        bootstrap features (:meth:`bootstrap`)."""
         from lenssr.inference.uncertainty import calibrated_sigma
 
         sigma = calibrated_sigma(sr, sigma_head, log10_noise, self.uncertainty)
@@ -271,18 +271,46 @@ class Upscaler(ABC):
         u = relative_log_noise(noise_sigma, lo, hi)
         boot = None
         if section.get("bootstrap"):
-            from lenssr.inference.bootstrap import bootstrap_terms
-
-            if lr is None or redraw is None or psf_fwhm_pix is None:
+            if lr is None or psf_fwhm_pix is None:
                 raise LenssrError(f"model {self.name!r}: the bootstrap needs the LR images")
-            spec = section["bootstrap"]
-            b2, bn2 = bootstrap_terms(redraw, lr, sr, sr.shape[-1] // lr.shape[-1],
-                                      float(psf_fwhm_pix), float(spec["hr_psf_fwhm_pix"]),
-                                      np.broadcast_to(noise_sigma, (len(sr),)),
-                                      int(spec["draws"]), int(spec["seed"]))  # fmt: skip
+            b2, bn2 = self.bootstrap(lr, sr, float(psf_fwhm_pix), noise_sigma,
+                                     section["bootstrap"], **(run or {}))  # fmt: skip
             boot = (b2 / span**2, bn2 / span**2)
         x = vn.features((sr - lo) / span, lr_n, sigma / span, u, psf_fwhm_pix, boot)
         return (sigma * np.exp(vn.log_factor(net, x))).astype(np.float32)
+
+    def bootstrap(
+        self,
+        lr: np.ndarray,
+        sr: np.ndarray,
+        psf_fwhm_pix: float,
+        noise_sigma: np.ndarray,
+        spec: dict[str, Any],
+        **run: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The re-observation bootstrap ``(b2, bn2)`` ``(N, H, W)`` of SR images ``sr`` made by
+        this model from ``lr`` ``(N, h, w)`` (input units) with LR PSF ``psf_fwhm_pix`` [LR
+        pixels] and noise ``noise_sigma`` ``(N,)``
+        (:func:`lenssr.inference.bootstrap.bootstrap_terms`); ``spec``: ``{draws, seed,
+        hr_psf_fwhm_pix}`` of the variance network's descriptor section; ``run``: the
+        ``upscale`` settings that made ``sr`` (``tta``, ``tile``, ...), which the redraws
+        repeat. What :attr:`last_instrument` reported is kept."""
+        from lenssr.inference.bootstrap import bootstrap_terms
+
+        scale = sr.shape[-1] // lr.shape[-1]
+
+        def redraw(batch: np.ndarray, noise: float) -> np.ndarray:
+            return self.upscale(batch, scale, psf_fwhm=psf_fwhm_pix, pixel_scale=1.0,
+                                noise_sigma=noise, **run)  # fmt: skip
+
+        info = self.last_instrument
+        try:
+            return bootstrap_terms(redraw, lr, sr, scale, psf_fwhm_pix,
+                                   float(spec["hr_psf_fwhm_pix"]),
+                                   np.broadcast_to(noise_sigma, (len(sr),)), int(spec["draws"]),
+                                   spec["seed"])  # fmt: skip
+        finally:
+            self.last_instrument = info
 
     def upscale(
         self,
@@ -408,16 +436,8 @@ class Upscaler(ABC):
             return y[0] if single else y
         raw = self.sigma_scale * np.exp(0.5 * log_var) * (hi - lo)
         u = None if cond is None else cond[:, 1]
-
-        def redraw(batch: np.ndarray, noise: float) -> np.ndarray:
-            """The model as it made ``y``, on redrawn observations (the bootstrap)."""
-            return self.upscale(batch, s, tta=tta, tile=tile, batch_size=batch_size,
-                                overlap=overlap, psf_fwhm=fwhm_pix, pixel_scale=1.0,
-                                noise_sigma=noise)  # fmt: skip
-
-        info = self.last_instrument
-        sigma = self.calibrated_sigma(y, raw, u, xn, lo, hi, sig, fwhm_pix, x, redraw)
-        self.last_instrument = info
+        run = {"tta": tta, "tile": tile, "batch_size": batch_size, "overlap": overlap}
+        sigma = self.calibrated_sigma(y, raw, u, xn, lo, hi, sig, fwhm_pix, x, run)
         if blanks is not None:
             y[blanks] = np.nan
             sigma[blanks] = np.nan

@@ -20,7 +20,7 @@ the same image gives the same map wherever it sits in a batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ def bootstrap_terms(
     hr_fwhm_pix: float,
     noise_sigma: np.ndarray,
     draws: int = 8,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(b2, bn2)`` ``(N, H, W)`` float32 of the module docstring, in the image's units squared.
 
@@ -59,7 +59,8 @@ def bootstrap_terms(
         hr_fwhm_pix: the HR target's PSF FWHM [HR pixels].
         noise_sigma: ``(N,)`` LR noise sigma of each image (the conditioning's).
         draws: bootstrap draws per image (at least 2).
-        seed: seed of the residuals' signs.
+        seed: seed of the residuals' signs (``numpy.random.default_rng``'s), the same for every
+            image.
     """
     if draws < 2:
         raise ValueError(f"the bootstrap needs at least 2 draws, got {draws}")

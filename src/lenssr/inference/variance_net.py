@@ -251,33 +251,17 @@ SET_KEYS = ("lr", "hr", "arc", "sr", "sig", "u", "fwhm")
 BOOT_KEYS = ("b2", "bn2")
 
 
-def hr_psf_fwhm_pix(preset: str) -> float:
-    """The HR target's PSF FWHM [HR pixels] of a preset (what the SR images are sharpened to)."""
-    from lenssr.simulation.presets import load_preset
-
-    hr = load_preset(preset).hr
-    return float(hr.psf_fwhm / hr.pixel_scale)
-
-
 def set_bootstrap(model, d: dict[str, np.ndarray], boot: dict[str, Any]) -> dict[str, np.ndarray]:
-    """``b2, bn2`` of every pair of a rendered set, each with its own PSF, as
-    :meth:`Upscaler.calibrated_sigma` computes them (the noise sigma estimated, as ``upscale``
-    does when it is not given)."""
+    """``b2, bn2`` of every pair of a rendered set, each with its own PSF, by
+    :meth:`Upscaler.bootstrap`, as ``upscale(return_sigma=True)`` computes them (the noise sigma
+    estimated, as ``upscale`` does when it is not given)."""
     from lenssr.data.normalize import noise_sigma_mad
-    from lenssr.inference.bootstrap import bootstrap_terms
 
     b2, bn2 = [], []
     for i in range(len(d["lr"])):
         lr = d["lr"][i : i + 1].astype(np.float64)
-        fw = float(d["fwhm"][i])
         noise = np.array([noise_sigma_mad(np.nan_to_num(lr[0]))])
-
-        def redraw(batch: np.ndarray, sigma: float, fw: float = fw) -> np.ndarray:
-            return model.upscale(batch, psf_fwhm=fw, pixel_scale=1.0, noise_sigma=sigma)
-
-        a, b = bootstrap_terms(redraw, lr, d["sr"][i : i + 1], model.scale, fw,
-                               float(boot["hr_psf_fwhm_pix"]), noise, int(boot["draws"]),
-                               int(boot["seed"]))  # fmt: skip
+        a, b = model.bootstrap(lr, d["sr"][i : i + 1], float(d["fwhm"][i]), noise, boot)
         b2.append(a[0])
         bn2.append(b[0])
     return {"b2": np.stack(b2), "bn2": np.stack(bn2)}
@@ -302,11 +286,6 @@ def rendered_set(
             if "model" in f.files and str(f["model"]) == model_hash:
                 if all(k in f.files for k in keys):
                     return {k: f[k] for k in keys}
-                if boot:  # the pairs are there: add the bootstrap
-                    out = {k: f[k] for k in f.files if k != "model"}
-                    out.update(set_bootstrap(model, out, boot))
-                    np.savez_compressed(path, model=np.array(model_hash), **out)
-                    return {k: out[k] for k in keys}
     parts: dict[str, list] = {}
     n, seed = int(spec["n"]), int(spec["seed"])
     for start in range(0, n, 100):
@@ -435,7 +414,9 @@ def bootstrap_recipe(cfg: dict[str, Any]) -> dict[str, Any] | None:
     if not boot:
         return None
     out = {"draws": int(boot.get("draws", 8)), "seed": int(boot.get("seed", 0))}
-    out["hr_psf_fwhm_pix"] = hr_psf_fwhm_pix(str(cfg["sets"][0]["preset"]))
+    from lenssr.simulation.presets import load_preset
+
+    out["hr_psf_fwhm_pix"] = load_preset(str(cfg["sets"][0]["preset"])).hr.psf_fwhm_pix
     return out
 
 

@@ -69,6 +69,11 @@ class Instrument:
         return self.psf_fwhm / 2.3548200450309493
 
     @property
+    def psf_fwhm_pix(self) -> float:
+        """PSF FWHM [pixels of this instrument]."""
+        return self.psf_fwhm / self.pixel_scale
+
+    @property
     def pixel_area(self) -> float:
         """Pixel solid angle [arcsec^2]."""
         return self.pixel_scale**2
