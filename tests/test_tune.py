@@ -489,3 +489,23 @@ def test_fixed_top_level_keys_reach_every_trial() -> None:
     assert cfg["init"] == "runs/hybrid/best.safetensors"
     assert "noise" not in apply_values({}, {"noise": "gaussian", "a.b": 1})
     assert apply_values({}, {"init": "w"}, auxiliary=False) == {"init": "w"}
+
+
+def test_a_trial_left_without_a_heartbeat_is_failed(tmp_path: Path) -> None:
+    """A worker stopped between creating a trial and starting its heartbeat leaves a RUNNING
+    trial with no heartbeat: past the grace period it is failed, while a trial whose worker
+    beats stays RUNNING (optuna's own stale check would keep both)."""
+    from lenssr.tune.study import fail_orphan_trials, make_storage
+
+    storage = make_storage(f"sqlite:///{tmp_path / 'o.db'}", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="o", storage=storage)
+    orphan, live = study.ask(), study.ask()
+    assert fail_orphan_trials(study, storage) == 0  # both younger than the grace period
+    time.sleep(1.3)
+    storage.record_heartbeat(live._trial_id)
+    optuna.storages.fail_stale_trials(study)
+    assert fail_orphan_trials(study, storage) == 1
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[orphan.number] == optuna.trial.TrialState.FAIL
+    assert states[live.number] == optuna.trial.TrialState.RUNNING
+    assert "stopped" in study.get_trials()[orphan.number].user_attrs["fail_reason"]

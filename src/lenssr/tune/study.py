@@ -311,6 +311,47 @@ def _count(study: Any, states: tuple[str, ...]) -> int:
     return len(study.get_trials(deepcopy=False, states=wanted))
 
 
+def fail_orphan_trials(study: Any, storage: Any) -> int:
+    """Fail the RUNNING trials that never recorded a heartbeat and started more than the
+    storage's grace period ago; returns how many.
+
+    Optuna creates a trial (``study.ask``, where the sampler runs) before it starts the trial's
+    heartbeat, so a worker stopped in between (Ctrl-C just after a trial finished) leaves a
+    RUNNING trial without a heartbeat. ``optuna.storages.fail_stale_trials`` judges trials by
+    their heartbeat only, so such a trial would stay RUNNING for ever and count as a live trial
+    of another worker. A live worker's trial has a heartbeat within one interval of its start.
+    """
+    from datetime import datetime, timedelta
+
+    from optuna.trial import TrialState
+
+    interval = getattr(storage, "heartbeat_interval", None)
+    if not interval:
+        return 0
+    grace = storage.grace_period or 2 * interval
+    old = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.datetime_start is not None
+        and datetime.now() - t.datetime_start > timedelta(seconds=grace)
+    ]
+    if not old:
+        return 0
+    try:  # Optuna keeps heartbeats in its own table (its ORM model, not a public API)
+        from optuna.storages._rdb.models import TrialHeartbeatModel
+        from sqlalchemy.orm import Session
+
+        with Session(storage.engine) as session:
+            beating = {tid for (tid,) in session.query(TrialHeartbeatModel.trial_id)}
+    except (ImportError, AttributeError):
+        return 0
+    orphans = [t for t in old if t._trial_id not in beating]
+    for t in orphans:
+        storage.set_trial_user_attr(t._trial_id, "fail_reason", "its worker stopped before it ran")
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    return len(orphans)
+
+
 @dataclass
 class TuneResult:
     """What :func:`run_study` did: the study, the trials this worker ran, the output files."""
@@ -395,9 +436,10 @@ def run_study(
 
     ensure_data(tune.trial_config({}, out), progress=not quiet)
     budget = trial_steps(tune, out)
+    rdb = make_storage(storage, heartbeat_interval, grace_period)
     study = optuna.create_study(
         study_name=study_name,
-        storage=make_storage(storage, heartbeat_interval, grace_period),
+        storage=rdb,
         sampler=make_sampler(tune.sampler, seed),
         pruner=make_pruner(tune.pruner, budget),
         direction=tune.direction,
@@ -464,6 +506,7 @@ def run_study(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
+        fail_orphan_trials(study, rdb)
         done = _count(study, _FINISHED)
         live = _count(study, ("RUNNING",))
         waiting = _count(study, ("WAITING",))
