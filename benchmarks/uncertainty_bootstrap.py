@@ -26,10 +26,11 @@ likelihood on the fit sets (``*g``: then times one factor fitted to the 1- and 2
 of the fit sets). Fit sets: 300 ``survey-mix`` pairs (seed 1000) and 100 of the morphology-shift
 preset (seed 5000). Development sets (never fitted): ``dev-mix`` (survey-mix, seed 9500),
 ``dev-stress`` (morphology shift, seed 9000), ``dev-faint`` (faint, no lens light, seed 9700),
-150 pairs each, and a development grid of eight cells that are not test cells (PSF 0.15" and
-0.27", 400 s and 2500 s, lens light on and off; morphology-shift sources; 20 systems each, seed
-300). ``--grid``: then the test grid (24 cells of ``shapelets`` sources, 20 systems each, seed
-100, as ``uncertainty_coverage.py``), for the variants named by ``--grid-methods`` only.
+150 pairs each, and a development grid of sixteen cells that are not test cells (PSF 0.15" and
+0.27"; 250 s, 400 s, 2500 s and 6000 s, which bracket the test grid's 200-5000 s; lens light on
+and off; morphology-shift sources; 20 systems each, seed 300).
+``--grid``: then the test grid (24 cells of ``shapelets`` sources, 20 systems each, seed 100,
+as ``uncertainty_coverage.py``), for the variants named by ``--grid-methods`` only.
 
 Usage::
 
@@ -37,7 +38,7 @@ Usage::
     python benchmarks/uncertainty_bootstrap.py [--grid] [--out docs/uncertainty/bootstrap]
 
 Sets are cached in ``--cache`` (per weights hash), so several ``--only`` runs can share the work.
-Prints one comparable figure: development cells (of 11) within target for the dev-chosen
+Prints one comparable figure: development sets (of 19) within target for the dev-chosen
 bootstrap variant and for the shipped map, measured in the same run (and the test grid's, with
 ``--grid``).
 """
@@ -45,6 +46,7 @@ bootstrap variant and for the shipped map, measured in the same run (and the tes
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import json
 import time
@@ -81,7 +83,7 @@ DEV = {
     **{
         f"dg-{p}-{t}-{light}": (f"cell:{p},{t},{light}", 20, 300)
         for p in (0.15, 0.27)
-        for t in (400, 2500)
+        for t in (250, 400, 2500, 6000)
         for light in ("light", "nolight")
     },
 }
@@ -297,6 +299,65 @@ def dev_maps(model, model_hash: str, hr_fwhm: float, args) -> None:
               f"{sum(worst(c) <= 1 for c in r.values())}/{len(r)}")  # fmt: skip
 
 
+def dev_nets(model, model_hash: str, hr_fwhm: float, args) -> None:
+    """Coverage of variance-network weights (``label=file.sigma.safetensors``, all trained for
+    ``--model``'s SR network and three-term calibration) on the development sets, through the
+    training path (``variance_net.set_tensors``, the features ``upscale(return_sigma=True)``
+    builds, tested equal): each set's SR, head sigma and bootstrap are computed once and cached
+    (``features-<set>.npz``), so a recipe variant is scored in a minute or two."""
+    from safetensors import safe_open
+
+    from lenssr.inference import variance_net as vn
+
+    section = model.uncertainty.get("variance_net") or {}
+    boot = section.get("bootstrap") or {"draws": 8, "seed": 0, "hr_psf_fwhm_pix": hr_fwhm}
+    # the features depend on the SR network and the three-term calibration, not on the network
+    desc = copy.deepcopy(model.descriptor)
+    desc.get("uncertainty", {}).pop("variance_net", None)
+    model_hash = hashlib.sha256((json.dumps(desc, sort_keys=True) + str(boot)).encode()).hexdigest()
+    names = list(vn.FEATURES) + list(vn.BOOT_FEATURES)
+    nets = {}
+    for item in args.nets.split(","):
+        label, _, path = item.partition("=")
+        with safe_open(path, "pt") as f:
+            sec = json.loads(f.metadata()["lenssr_variance_net"])
+        idx = [names.index(k) for k in sec["features"]]
+        nets[label] = (vn.load_variance_net(Path(path), sec), idx)
+    results: dict[str, dict] = {}
+    for n in DEV:
+        path = args.cache / f"features-{n}.npz"
+        if path.is_file() and str(np.load(path)["model"]) == model_hash:
+            with np.load(path) as f:
+                d = {k: f[k] for k in f.files if k != "model"}
+        else:
+            c = render(DEV[n])
+            d = {"lr": c["lr"], "hr": c["hr"], "arc": c["arc"], "fwhm": c["fw"]}
+            d["sr"], d["sig"], d["u"] = raw_predictions(model, d["lr"], d["fwhm"])
+            d.update(vn.set_bootstrap(model, d, boot))
+            np.savez_compressed(path, model=np.array(model_hash), **d)
+        x, r, ls, arc = vn.set_tensors(model, d)
+        t = {"r": r.numpy().astype(np.float64), "arc": arc.numpy().astype(bool)}
+        results.setdefault("three-term", {})[n] = coverages(t, np.exp(ls.numpy()))
+        for label, (net, idx) in nets.items():
+            lf = vn.log_factor(net, np.ascontiguousarray(x.numpy()[:, idx]))
+            results.setdefault(label, {})[n] = coverages(t, np.exp(ls.numpy() + lf))
+        print(n, {v: round(worst(r_[n]), 2) for v, r_ in results.items()}, flush=True)
+    lines = table(results, list(DEV))
+    print("\n".join(lines))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "dev-nets.json").write_text(json.dumps(results, indent=1) + "\n")
+        head = ("Coverage (%) 1σ / 2σ over all pixels, then over the arc pixels, of "
+                "variance-network weights on the development sets (training path); ✗ outside "
+                "target. "
+                f"`python benchmarks/uncertainty_bootstrap.py --nets {args.nets}`.")  # fmt: skip
+        (args.out / "dev-nets.md").write_text(head + "\n\n" + "\n".join(lines) + "\n")
+    for label, r_ in results.items():
+        print(f"development sets within target: {label} "
+              f"{sum(worst(c) <= 1 for c in r_.values())}/{len(r_)} "
+              f"(worst {max(map(worst, r_.values())):.2f})")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="hybrid")
@@ -309,6 +370,9 @@ def main() -> None:
     ap.add_argument("--maps", default=None,
                     help="label=checkpoint,...: score these models' upscale(return_sigma=True) "
                     "maps on the development sets instead")  # fmt: skip
+    ap.add_argument("--nets", default=None,
+                    help="label=file.sigma.safetensors,...: score these variance networks of "
+                    "--model on the development sets (training path, cached features)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.time()
@@ -323,6 +387,9 @@ def main() -> None:
         return
     if args.maps:
         dev_maps(model, model_hash, hr_fwhm, args)
+        return
+    if args.nets:
+        dev_nets(model, model_hash, hr_fwhm, args)
         return
     target = model.uncertainty["target_noise"]
 

@@ -217,3 +217,24 @@ def test_recipe_errors_are_one_line(tmp_path: Path) -> None:
     vn.sigma_path(path).unlink()
     with pytest.raises(LenssrError, match="variance network weights not found"):
         load_model(path, device="cpu").upscale(lr_images(), return_sigma=True)
+
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "configs/uncertainty").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "recipe", [p.relative_to(REPO).as_posix() for p in RECIPES if "preset" not in p.name]
+)
+def test_every_recipe_loads_and_keeps_the_held_out_family_out(recipe: str, monkeypatch) -> None:
+    """The shipped recipe and its variants parse, and none trains on the test grid's source
+    family: every preset they render gives ``shapelets`` no weight."""
+    from lenssr.simulation.presets import load_preset
+
+    monkeypatch.chdir(REPO)  # the recipes name their presets from the repository root
+    cfg = vn.load_recipe(recipe)
+    assert cfg["sets"], recipe
+    for spec in cfg["sets"]:
+        families = load_preset(str(spec["preset"])).section("source")["morphology"]["families"]
+        assert float(families.get("shapelets", 0.0)) == 0.0, (recipe, spec["name"])
+        assert sum(float(w) for w in families.values()) > 0
