@@ -285,18 +285,26 @@ def dev_maps(model, model_hash: str, hr_fwhm: float, args) -> None:
             results.setdefault(label, {})[n] = coverages(t, np.concatenate(sig).astype(np.float64))
         print(f"{label}: {time.time() - t0:.0f} s", {n: round(worst(c), 2)
               for n, c in results[label].items()}, flush=True)  # fmt: skip
+    report_dev(results, args.out, "dev-maps", "each model's own map (`upscale(return_sigma="
+               "True)`)", f"--maps {args.maps}")  # fmt: skip
+
+
+def report_dev(results: dict, out: Path | None, stem: str, what: str, flags: str) -> None:
+    """Print the development table of ``results`` (label -> set -> coverages) and, with
+    ``out``, write it as ``<stem>.json`` and ``<stem>.md``; then each label's sets in target."""
     lines = table(results, list(DEV))
     print("\n".join(lines))
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "dev-maps.json").write_text(json.dumps(results, indent=1) + "\n")
-        head = ("Coverage (%) 1σ / 2σ over all pixels, then over the arc pixels, of each model's "
-                "own map (`upscale(return_sigma=True)`); ✗ outside target. "
-                f"`python benchmarks/uncertainty_bootstrap.py --maps {args.maps}`.")  # fmt: skip
-        (args.out / "dev-maps.md").write_text(head + "\n\n" + "\n".join(lines) + "\n")
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
+        head = (f"Coverage (%) 1σ / 2σ over all pixels, then over the arc pixels, of {what} on "
+                "the development sets; ✗ outside target. "
+                f"`python benchmarks/uncertainty_bootstrap.py {flags}`.")  # fmt: skip
+        (out / f"{stem}.md").write_text(head + "\n\n" + "\n".join(lines) + "\n")
     for label, r in results.items():
         print(f"development sets within target: {label} "
-              f"{sum(worst(c) <= 1 for c in r.values())}/{len(r)}")  # fmt: skip
+              f"{sum(worst(c) <= 1 for c in r.values())}/{len(r)} "
+              f"(worst {max(map(worst, r.values())):.2f})")  # fmt: skip
 
 
 def dev_nets(model, model_hash: str, hr_fwhm: float, args) -> None:
@@ -342,20 +350,8 @@ def dev_nets(model, model_hash: str, hr_fwhm: float, args) -> None:
             lf = vn.log_factor(net, np.ascontiguousarray(x.numpy()[:, idx]))
             results.setdefault(label, {})[n] = coverages(t, np.exp(ls.numpy() + lf))
         print(n, {v: round(worst(r_[n]), 2) for v, r_ in results.items()}, flush=True)
-    lines = table(results, list(DEV))
-    print("\n".join(lines))
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "dev-nets.json").write_text(json.dumps(results, indent=1) + "\n")
-        head = ("Coverage (%) 1σ / 2σ over all pixels, then over the arc pixels, of "
-                "variance-network weights on the development sets (training path); ✗ outside "
-                "target. "
-                f"`python benchmarks/uncertainty_bootstrap.py --nets {args.nets}`.")  # fmt: skip
-        (args.out / "dev-nets.md").write_text(head + "\n\n" + "\n".join(lines) + "\n")
-    for label, r_ in results.items():
-        print(f"development sets within target: {label} "
-              f"{sum(worst(c) <= 1 for c in r_.values())}/{len(r_)} "
-              f"(worst {max(map(worst, r_.values())):.2f})")  # fmt: skip
+    report_dev(results, args.out, "dev-nets", "variance-network weights (training path)",
+               f"--nets {args.nets}")  # fmt: skip
 
 
 def main() -> None:
