@@ -307,7 +307,7 @@ def report_dev(results: dict, out: Path | None, stem: str, what: str, flags: str
               f"(worst {max(map(worst, r.values())):.2f})")  # fmt: skip
 
 
-def dev_nets(model, model_hash: str, hr_fwhm: float, args) -> None:
+def dev_nets(model, hr_fwhm: float, args) -> None:
     """Coverage of variance-network weights (``label=file.sigma.safetensors``, all trained for
     ``--model``'s SR network and three-term calibration) on the development sets, through the
     training path (``variance_net.set_tensors``, the features ``upscale(return_sigma=True)``
@@ -322,7 +322,7 @@ def dev_nets(model, model_hash: str, hr_fwhm: float, args) -> None:
     # the features depend on the SR network and the three-term calibration, not on the network
     desc = copy.deepcopy(model.descriptor)
     desc.get("uncertainty", {}).pop("variance_net", None)
-    model_hash = hashlib.sha256((json.dumps(desc, sort_keys=True) + str(boot)).encode()).hexdigest()
+    key = hashlib.sha256((json.dumps(desc, sort_keys=True) + str(boot)).encode()).hexdigest()
     names = list(vn.FEATURES) + list(vn.BOOT_FEATURES)
     nets = {}
     for item in args.nets.split(","):
@@ -334,15 +334,16 @@ def dev_nets(model, model_hash: str, hr_fwhm: float, args) -> None:
     results: dict[str, dict] = {}
     for n in DEV:
         path = args.cache / f"features-{n}.npz"
-        if path.is_file() and str(np.load(path)["model"]) == model_hash:
+        d = None
+        if path.is_file():
             with np.load(path) as f:
-                d = {k: f[k] for k in f.files if k != "model"}
-        else:
+                if str(f["model"]) == key:
+                    d = {k: f[k] for k in f.files if k != "model"}
+        if d is None:
             c = render(DEV[n])
-            d = {"lr": c["lr"], "hr": c["hr"], "arc": c["arc"], "fwhm": c["fw"]}
-            d["sr"], d["sig"], d["u"] = raw_predictions(model, d["lr"], d["fwhm"])
-            d.update(vn.set_bootstrap(model, d, boot))
-            np.savez_compressed(path, model=np.array(model_hash), **d)
+            d = vn.predicted_set(model, c["lr"], c["hr"], c["arc"], c["fw"], boot)
+            args.cache.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(path, model=np.array(key), **d)
         x, r, ls, arc = vn.set_tensors(model, d)
         t = {"r": r.numpy().astype(np.float64), "arc": arc.numpy().astype(bool)}
         results.setdefault("three-term", {})[n] = coverages(t, np.exp(ls.numpy()))
@@ -385,7 +386,7 @@ def main() -> None:
         dev_maps(model, model_hash, hr_fwhm, args)
         return
     if args.nets:
-        dev_nets(model, model_hash, hr_fwhm, args)
+        dev_nets(model, hr_fwhm, args)
         return
     target = model.uncertainty["target_noise"]
 

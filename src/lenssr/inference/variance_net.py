@@ -271,13 +271,33 @@ def _file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
+def predicted_set(
+    model,
+    lr: np.ndarray,
+    hr: np.ndarray,
+    arc: np.ndarray,
+    fwhm: np.ndarray,
+    boot: dict[str, Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """Pairs ``lr, hr, arc`` observed with LR PSFs ``fwhm`` ``(N,)`` [LR pixels] and the model's
+    raw predictions, as :func:`set_tensors` takes them (``SET_KEYS``; with ``boot`` ``{draws,
+    seed, hr_psf_fwhm_pix}`` also the bootstrap's ``BOOT_KEYS``)."""
+    from lenssr.inference.uncertainty import raw_predictions
+
+    sr, sig, u = raw_predictions(model, lr, fwhm)
+    out = dict(zip(SET_KEYS, (lr, hr, arc, sr, sig, u, fwhm), strict=True))
+    if boot:
+        out.update(set_bootstrap(model, out, boot))
+    return out
+
+
 def rendered_set(
     model, spec: dict[str, Any], cache: Path, model_hash: str, boot: dict[str, Any] | None = None
 ) -> dict[str, np.ndarray]:
     """A set's rendered pairs with the model's raw predictions (``SET_KEYS``; with ``boot``
     ``{draws, seed, hr_psf_fwhm_pix}`` also the bootstrap's ``BOOT_KEYS``), from the cache when
     it holds this set for these weights, else rendered (chunks of 100) and saved."""
-    from lenssr.inference.uncertainty import raw_predictions, render_calibration_set
+    from lenssr.inference.uncertainty import render_calibration_set
 
     path = cache / f"{spec['name']}-{spec['n']}-{spec['seed']}.npz"
     keys = SET_KEYS + (BOOT_KEYS if boot else ())
@@ -291,10 +311,7 @@ def rendered_set(
     for start in range(0, n, 100):
         cal = render_calibration_set(spec["preset"], min(100, n - start), seed + start)
         fw = cal["psf_fwhm"] / cal["pixel_scale"]
-        sr, sig, u = raw_predictions(model, cal["lr"], fw)
-        chunk = dict(zip(SET_KEYS, (cal["lr"], cal["hr"], cal["arc"], sr, sig, u, fw), strict=True))
-        if boot:
-            chunk.update(set_bootstrap(model, chunk, boot))
+        chunk = predicted_set(model, cal["lr"], cal["hr"], cal["arc"], fw, boot)
         for k, v in chunk.items():
             parts.setdefault(k, []).append(v)
         print(f"  {path.stem}: {min(n, start + 100)} pairs", flush=True)
