@@ -289,9 +289,17 @@ def dev_maps(model, model_hash: str, hr_fwhm: float, args) -> None:
                "True)`)", f"--maps {args.maps}")  # fmt: skip
 
 
-def report_dev(results: dict, out: Path | None, stem: str, what: str, flags: str) -> None:
+def report_dev(
+    results: dict,
+    out: Path | None,
+    stem: str,
+    what: str,
+    flags: str,
+    script: str = "uncertainty_bootstrap.py",
+) -> None:
     """Print the development table of ``results`` (label -> set -> coverages) and, with
-    ``out``, write it as ``<stem>.json`` and ``<stem>.md``; then each label's sets in target."""
+    ``out``, write it as ``<stem>.json`` and ``<stem>.md`` (naming the command ``python
+    benchmarks/<script> <flags>``); then each label's sets in target."""
     lines = table(results, list(DEV))
     print("\n".join(lines))
     if out:
@@ -299,7 +307,7 @@ def report_dev(results: dict, out: Path | None, stem: str, what: str, flags: str
         (out / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
         head = (f"Coverage (%) 1σ / 2σ over all pixels, then over the arc pixels, of {what} on "
                 "the development sets; ✗ outside target. "
-                f"`python benchmarks/uncertainty_bootstrap.py {flags}`.")  # fmt: skip
+                f"`python benchmarks/{script} {flags}`.")  # fmt: skip
         (out / f"{stem}.md").write_text(head + "\n\n" + "\n".join(lines) + "\n")
     for label, r in results.items():
         print(f"development sets within target: {label} "
@@ -307,14 +315,10 @@ def report_dev(results: dict, out: Path | None, stem: str, what: str, flags: str
               f"(worst {max(map(worst, r.values())):.2f})")  # fmt: skip
 
 
-def dev_nets(model, hr_fwhm: float, args) -> None:
-    """Coverage of variance-network weights (``label=file.sigma.safetensors``, all trained for
-    ``--model``'s SR network and three-term calibration) on the development sets, through the
-    training path (``variance_net.set_tensors``, the features ``upscale(return_sigma=True)``
-    builds, tested equal): each set's SR, head sigma and bootstrap are computed once and cached
-    (``features-<set>.npz``), so a recipe variant is scored in a minute or two."""
-    from safetensors import safe_open
-
+def dev_sets(model, hr_fwhm: float, cache: Path):
+    """``(name, d)`` of each development set: the pairs and ``--model``'s raw predictions and
+    bootstrap (``variance_net.predicted_set``) without its variance network, computed once and
+    cached as ``features-<set>.npz`` (keyed by the descriptor less the variance network)."""
     from lenssr.inference import variance_net as vn
 
     section = model.uncertainty.get("variance_net") or {}
@@ -323,6 +327,31 @@ def dev_nets(model, hr_fwhm: float, args) -> None:
     desc = copy.deepcopy(model.descriptor)
     desc.get("uncertainty", {}).pop("variance_net", None)
     key = hashlib.sha256((json.dumps(desc, sort_keys=True) + str(boot)).encode()).hexdigest()
+    for n in DEV:
+        path = cache / f"features-{n}.npz"
+        d = None
+        if path.is_file():
+            with np.load(path) as f:
+                if str(f["model"]) == key:
+                    d = {k: f[k] for k in f.files if k != "model"}
+        if d is None:
+            c = render(DEV[n])
+            d = vn.predicted_set(model, c["lr"], c["hr"], c["arc"], c["fw"], boot)
+            cache.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(path, model=np.array(key), **d)
+        yield n, d
+
+
+def dev_nets(model, hr_fwhm: float, args) -> None:
+    """Coverage of variance-network weights (``label=file.sigma.safetensors``, all trained for
+    ``--model``'s SR network and three-term calibration) on the development sets, through the
+    training path (``variance_net.set_tensors``, the features ``upscale(return_sigma=True)``
+    builds, tested equal), on the cached features of :func:`dev_sets`, so a recipe variant is
+    scored in a minute or two."""
+    from safetensors import safe_open
+
+    from lenssr.inference import variance_net as vn
+
     names = list(vn.FEATURES) + list(vn.BOOT_FEATURES)
     nets = {}
     for item in args.nets.split(","):
@@ -332,18 +361,7 @@ def dev_nets(model, hr_fwhm: float, args) -> None:
         idx = [names.index(k) for k in sec["features"]]
         nets[label] = (vn.load_variance_net(Path(path), sec), idx)
     results: dict[str, dict] = {}
-    for n in DEV:
-        path = args.cache / f"features-{n}.npz"
-        d = None
-        if path.is_file():
-            with np.load(path) as f:
-                if str(f["model"]) == key:
-                    d = {k: f[k] for k in f.files if k != "model"}
-        if d is None:
-            c = render(DEV[n])
-            d = vn.predicted_set(model, c["lr"], c["hr"], c["arc"], c["fw"], boot)
-            args.cache.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(path, model=np.array(key), **d)
+    for n, d in dev_sets(model, hr_fwhm, args.cache):
         x, r, ls, arc = vn.set_tensors(model, d)
         t = {"r": r.numpy().astype(np.float64), "arc": arc.numpy().astype(bool)}
         results.setdefault("three-term", {})[n] = coverages(t, np.exp(ls.numpy()))

@@ -1,0 +1,316 @@
+"""Variance-network probes: which change to the network moves its development coverage?
+
+The shipped uncertainty map is the three-term calibration times a variance network
+(``lenssr.inference.variance_net``). On the 19 development sets of
+``uncertainty_bootstrap.py`` it misses in the same places whatever recipe trained it. Each probe
+here trains ``--members`` members (seeds 0, 1, ...) on the pairs of
+``configs/uncertainty/variants/stress-b.yaml`` with **one** change against the shipped
+architecture and loss, and scores their mean log-factor on the development sets (training path,
+the cached features of ``uncertainty_bootstrap.dev_sets``):
+
+- ``baseline``: no change (80 px crops, Gaussian likelihood, global-average branch);
+- ``noglob``: without the global-average branch (a crop and a whole image then see the same
+  context);
+- ``whole``: whole 150 px images (batch 4) instead of 80 px crops;
+- ``lnoise``: plus a local-noise channel, ``log(local rms / global noise) / 2`` of the LR
+  image's difference from its 4-neighbour mean (smoothed by 1.5 LR pixels; Poisson noise of
+  lens light and arcs raises it);
+- ``consistency``: plus the local reduced chi^2 of data consistency,
+  ``log(smoothed (lr - A(sr))^2 / noise^2) / 4`` (``A``: ``consistency.reobserve``), which
+  grows where the SR image disagrees with its own observation;
+- ``tta``: plus the spread of the 8 rotated/flipped SR predictions (the model's own
+  disagreement, in the null space of the observation): ``(log(tta) + 6) / 3`` and
+  ``log(tta / calibrated sigma)`` in the normalised units;
+- ``pinball``: the pinball (quantile) loss of ``|hr - sr|`` at 68.27% (1 sigma) and 95.45%
+  (2 sigma, weighted 2), divided by the calibrated sigma, over all pixels plus over the arc
+  pixels, instead of the Gaussian likelihood.
+
+Members are trained on one thread (the same weights everywhere) and saved in ``--cache``
+(``<probe>-<seed>.pt``); a later run reuses them, so two processes with ``--seeds 0`` and
+``--seeds 1`` can train in parallel and a third scores. The TTA spreads are cached there too.
+
+Usage::
+
+    python benchmarks/variance_net_probes.py --probes baseline,noglob --seeds 0   # train
+    python benchmarks/variance_net_probes.py --probes baseline,noglob --out docs/uncertainty/probes
+
+Prints one comparable figure per probe: development sets (of 19) within target and the worst
+miss, with the baseline's measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.ndimage import gaussian_filter
+from torch import nn
+from uncertainty_bootstrap import coverages, dev_sets, report_dev, worst
+
+from lenssr.data.augment import dihedral, inverse_dihedral
+from lenssr.data.normalize import noise_sigma_mad
+from lenssr.inference import variance_net as vn
+from lenssr.inference.api import load_model
+from lenssr.inference.consistency import blur_sigma, reobserve
+
+RECIPE = "configs/uncertainty/variants/stress-b.yaml"
+#: probe -> (global branch, crop [HR pixels], batch, extra channels, loss)
+PROBES = {
+    "baseline": (True, 80, 8, None, "nll"),
+    "noglob": (False, 80, 8, None, "nll"),
+    "whole": (True, 150, 4, None, "nll"),
+    "lnoise": (True, 80, 8, "lnoise", "nll"),
+    "consistency": (True, 80, 8, "consistency", "nll"),
+    "tta": (True, 80, 8, "tta", "nll"),
+    "pinball": (True, 80, 8, None, "pinball"),
+}
+
+
+class Net(nn.Module):
+    """``variance_net.VarianceNet`` with the global-average branch optional."""
+
+    def __init__(self, in_ch: int, glob: bool, ch: int = 32, dilations=(1, 2, 4, 8, 16)):
+        super().__init__()
+        self.inp = nn.Conv2d(in_ch, ch, 3, padding=1)
+        self.blocks = nn.ModuleList(nn.Conv2d(ch, ch, 3, padding=k, dilation=k) for k in dilations)
+        self.glob = nn.Linear(ch, ch) if glob else None
+        self.out = nn.Conv2d(ch, 1, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.gelu(self.inp(x))
+        for i, block in enumerate(self.blocks):
+            h = h + F.gelu(block(h))
+            if i == 1 and self.glob is not None:
+                h = h + self.glob(h.mean((2, 3)))[:, :, None, None]
+        return self.out(h)[:, 0]
+
+
+class Mean(nn.Module):
+    def __init__(self, nets: list[nn.Module]):
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.nets]).mean(0)
+
+
+# --- extra channels, from the features of ``variance_net.features`` (channel 0: SR, 1: LR
+# nearest-upsampled, 2: (log calibrated sigma + 6) / 3, 3: u + 2, 4: FWHM / 3 - 0.6) ----------
+
+
+def _upsample(f: np.ndarray, like: np.ndarray) -> np.ndarray:
+    s = like.shape[-1] // f.shape[-1]
+    return np.repeat(np.repeat(f, s, -2), s, -1)[..., : like.shape[-2], : like.shape[-1]]
+
+
+def local_noise(x: np.ndarray, s: int) -> np.ndarray:
+    lr = x[:, 1, ::s, ::s].astype(np.float64)
+    noise = 10 ** (x[:, 3, 0, 0].astype(np.float64) - 2.0)
+    p = np.pad(lr, ((0, 0), (1, 1), (1, 1)), mode="reflect")
+    nb = (p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:]) / 4
+    loc = np.sqrt(gaussian_filter((lr - nb) ** 2 / 1.25, (0, 1.5, 1.5)))
+    f = np.log(np.maximum(loc / noise[:, None, None], 0.1)) / 2.0
+    return _upsample(f, x[:, 0])[:, None]
+
+
+def consistency(x: np.ndarray, s: int, hr_fwhm: float) -> np.ndarray:
+    sr = x[:, 0].astype(np.float64)
+    lr = x[:, 1, ::s, ::s].astype(np.float64)
+    noise = 10 ** (x[:, 3, 0, 0].astype(np.float64) - 2.0)
+    fw = (x[:, 4, 0, 0].astype(np.float64) + 0.6) * 3.0
+    out = np.empty(sr.shape, np.float32)
+    with torch.no_grad():
+        for i in range(len(sr)):
+            a = reobserve(torch.from_numpy(sr[i][None, None]), s, blur_sigma(fw[i], s, hr_fwhm))
+            c2 = gaussian_filter((lr[i] - a[0, 0].numpy()) ** 2, 1.5) / noise[i] ** 2
+            out[i] = _upsample(0.5 * np.log(np.maximum(c2, 0.01)) / 2.0, sr[i])
+    return out[:, None]
+
+
+def tta_spread(model, d: dict, path: Path) -> np.ndarray:
+    """Standard deviation ``(N, H, W)`` of the 8 rotated/flipped SR predictions of each LR image
+    with its own PSF (input units), cached at ``path``."""
+    if path.is_file():
+        with np.load(path) as f:
+            return f["tta"]
+    unc, model.uncertainty = model.uncertainty, {}
+    lr, fw = d["lr"], d["fwhm"]
+    out = np.empty(d["sr"].shape, np.float32)
+    try:
+        for i in range(len(lr)):
+            views = [np.ascontiguousarray(dihedral(lr[i : i + 1], j))[0] for j in range(8)]
+            sr = model.upscale(np.stack(views), psf_fwhm=float(fw[i]), pixel_scale=1.0)
+            back = [inverse_dihedral(sr[j : j + 1], j)[0] for j in range(8)]
+            out[i] = np.stack(back).astype(np.float64).std(0)
+    finally:
+        model.uncertainty = unc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, tta=out)
+    return out
+
+
+def tta_channels(model, x: np.ndarray, d: dict, tta: np.ndarray) -> np.ndarray:
+    lr = d["lr"].astype(np.float64)
+    noise = np.array([noise_sigma_mad(np.nan_to_num(im)) for im in lr])
+    lo, hi = model.normalization.stats(lr, noise_sigma=noise)
+    span = np.asarray(hi - lo, np.float64).reshape(-1, 1, 1)
+    lt = np.log(np.maximum(tta.astype(np.float64) / span, 1e-8))
+    lcal = x[:, 2].astype(np.float64) * 3.0 - 6.0
+    return np.stack([(lt + 6.0) / 3.0, np.clip(lt - lcal, np.log(1e-4), None)], 1)
+
+
+def with_extra(model, x: torch.Tensor, d: dict, extra: str | None, tta_path: Path, hr_fwhm):
+    if extra is None:
+        return x
+    xn = x.numpy()
+    s = d["sr"].shape[-1] // d["lr"].shape[-1]  # SR scale
+    if extra == "lnoise":
+        ch = local_noise(xn, s)
+    elif extra == "consistency":
+        ch = consistency(xn, s, hr_fwhm)
+    else:
+        ch = tta_channels(model, xn, d, tta_spread(model, d, tta_path))
+    return torch.from_numpy(np.concatenate([xn, ch.astype(np.float32)], 1))
+
+
+# --- training ---------------------------------------------------------------------------
+
+
+def pinball(lsig: torch.Tensor, r: torch.Tensor, arc: torch.Tensor) -> torch.Tensor:
+    a = r.abs()
+    per = 0.0
+    for q, k, w in ((0.6827, 1.0, 1.0), (0.9545, 2.0, 2.0)):
+        d = a - k * torch.exp(lsig)
+        per = per + w * torch.maximum(q * d, (q - 1) * d) / k
+    per = per / torch.exp(lsig.detach())
+    return per.mean() + (per * arc).sum() / arc.sum().clamp(min=1.0)
+
+
+def train(data: tuple, val: tuple, probe: str, seed: int, steps: int) -> Net:
+    """One member, exactly as the probes were measured (Adam, one-cycle 1e-3, random crops
+    with the 8 rotations/flips)."""
+    glob, crop, batch, _, loss_kind = PROBES[probe]
+    x, r, ls, arc = data
+
+    def objective(lsig, r, arc):
+        return vn.nll(lsig, r, arc, 1.0) if loss_kind == "nll" else pinball(lsig, r, arc)
+
+    torch.manual_seed(seed)
+    net = Net(x.shape[1], glob)
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-3, total_steps=steps, pct_start=0.05)
+    size = x.shape[-1]
+    t0 = time.time()
+    for step in range(steps):
+        idx = torch.from_numpy(rng.integers(0, len(x), batch))
+        if crop >= size:
+            i0 = j0 = 0
+            c = size
+        else:
+            i0, j0 = (int(v) for v in rng.integers(0, size - crop, 2))
+            c = crop
+        parts = [t[idx][..., i0 : i0 + c, j0 : j0 + c] for t in (x, r, ls, arc)]
+        k = int(rng.integers(4))
+        parts = [torch.rot90(t, k, (-2, -1)) for t in parts]
+        if rng.random() < 0.5:
+            parts = [t.flip(-1) for t in parts]
+        loss = objective(parts[2] + net(parts[0]), parts[1], parts[3])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 200 == 0 or step == steps - 1:
+            with torch.no_grad():
+                v = float(objective(val[2] + net(val[0]), val[1], val[3]))
+            print(f"  {probe} seed {seed} step {step}: train {loss.item():.4f}, validation "
+                  f"{v:.4f} ({time.time() - t0:.0f} s)", flush=True)  # fmt: skip
+    return net.eval()
+
+
+def training_data(model, extra: str | None, cache: Path) -> tuple[tuple, tuple]:
+    cfg = vn.load_recipe(RECIPE)
+    h = vn._file_hash(model.weights_dir / f"{model.name}.safetensors")
+    boot = vn.bootstrap_recipe(cfg)
+    sets = []
+    for spec in cfg["sets"]:
+        d = vn.rendered_set(model, spec, Path(cfg["cache"]), h, boot)
+        x, *rest = vn.set_tensors(model, d)
+        tta_path = cache / f"tta-{spec['name']}-{spec['n']}-{spec['seed']}.npz"
+        sets.append((with_extra(model, x, d, extra, tta_path, boot["hr_psf_fwhm_pix"]), *rest))
+    n_val = int(cfg["n_val"])
+    val = tuple(t[-n_val:] for t in sets[0])
+    data = tuple(torch.cat([sets[0][i][:-n_val], *(s[i] for s in sets[1:])]) for i in range(4))
+    return data, val
+
+
+def members(model, probe: str, seeds: list[int], steps: int, cache: Path) -> list[Net]:
+    paths = {s: cache / f"{probe}-{s}.pt" for s in seeds}
+    nets = {}
+    for s, p in paths.items():
+        if p.is_file():
+            ck = torch.load(p)
+            net = Net(ck["in_ch"], PROBES[probe][0])
+            net.load_state_dict(ck["state"])
+            nets[s] = net.eval()
+    todo = [s for s in seeds if s not in nets]
+    if todo:
+        data, val = training_data(model, PROBES[probe][3], cache)
+        for s in todo:
+            nets[s] = train(data, val, probe, s, steps)
+            cache.mkdir(parents=True, exist_ok=True)
+            torch.save({"state": nets[s].state_dict(), "in_ch": data[0].shape[1]}, paths[s])
+        del data, val
+    return [nets[s] for s in seeds]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="hybrid")
+    ap.add_argument("--probes", default="baseline,noglob,lnoise,consistency,tta,pinball")
+    ap.add_argument("--seeds", default="0,1", help="members to train (and score, with --out)")
+    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--cache", type=Path, default=Path("runs/variance-net-probes"))
+    ap.add_argument(
+        "--features",
+        type=Path,
+        default=Path("runs/uncertainty-bootstrap"),
+        help="uncertainty_bootstrap.py's cache of development-set features",
+    )
+    ap.add_argument("--train-only", action="store_true")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    model = load_model(args.model, device="cpu", backend="torch")
+    model.uncertainty.pop("variance_net", None)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    probes = args.probes.split(",")
+    unknown = sorted(set(probes) - set(PROBES))
+    if unknown:
+        ap.error(f"unknown probes: {', '.join(unknown)} (known: {', '.join(PROBES)})")
+    nets = {p: Mean(members(model, p, seeds, args.steps, args.cache)) for p in probes}
+    if args.train_only:
+        return
+    hr_fwhm = vn.bootstrap_recipe(vn.load_recipe(RECIPE))["hr_psf_fwhm_pix"]
+    results: dict[str, dict] = {}
+    for n, d in dev_sets(model, hr_fwhm, args.features):
+        x, r, ls, arc = vn.set_tensors(model, d)
+        t = {"r": r.numpy().astype(np.float64), "arc": arc.numpy().astype(bool)}
+        for p, net in nets.items():
+            xx = with_extra(model, x, d, PROBES[p][3], args.cache / f"tta-{n}.npz", hr_fwhm)
+            lf = vn.log_factor(net, np.ascontiguousarray(xx.numpy()))
+            results.setdefault(p, {})[n] = coverages(t, np.exp(ls.numpy() + lf))
+        print(n, {p: round(worst(c[n]), 2) for p, c in results.items()}, flush=True)
+    flags = f"--probes {args.probes} --seeds {args.seeds} --steps {args.steps}"
+    report_dev(results, args.out, "probes", f"variance-network probes ({len(seeds)} members)",
+               flags, Path(__file__).name)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
