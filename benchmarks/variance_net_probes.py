@@ -26,8 +26,9 @@ the cached features of ``uncertainty_bootstrap.dev_sets``):
   pixels, instead of the Gaussian likelihood.
 
 Members are trained on one thread (the same weights everywhere) and saved in ``--cache``
-(``<probe>-<seed>.pt``); a later run reuses them, so two processes with ``--seeds 0`` and
-``--seeds 1`` can train in parallel and a third scores. The TTA spreads are cached there too.
+(``<weights hash>/<probe>-<seed>.pt``); a later run reuses them, so two processes with
+``--seeds 0`` and ``--seeds 1`` can train in parallel and a third scores. The TTA spreads are
+cached there too.
 
 Usage::
 
@@ -234,9 +235,8 @@ def train(data: tuple, val: tuple, probe: str, seed: int, steps: int) -> Net:
     return net.eval()
 
 
-def training_data(model, extra: str | None, cache: Path) -> tuple[tuple, tuple]:
+def training_data(model, h: str, extra: str | None, cache: Path) -> tuple[tuple, tuple]:
     cfg = vn.load_recipe(RECIPE)
-    h = vn._file_hash(model.weights_dir / f"{model.name}.safetensors")
     boot = vn.bootstrap_recipe(cfg)
     sets = []
     for spec in cfg["sets"]:
@@ -250,7 +250,7 @@ def training_data(model, extra: str | None, cache: Path) -> tuple[tuple, tuple]:
     return data, val
 
 
-def members(model, probe: str, seeds: list[int], steps: int, cache: Path) -> list[Net]:
+def members(model, h: str, probe: str, seeds: list[int], steps: int, cache: Path) -> list[Net]:
     paths = {s: cache / f"{probe}-{s}.pt" for s in seeds}
     nets = {}
     for s, p in paths.items():
@@ -261,7 +261,7 @@ def members(model, probe: str, seeds: list[int], steps: int, cache: Path) -> lis
             nets[s] = net.eval()
     todo = [s for s in seeds if s not in nets]
     if todo:
-        data, val = training_data(model, PROBES[probe][3], cache)
+        data, val = training_data(model, h, PROBES[probe][3], cache)
         for s in todo:
             nets[s] = train(data, val, probe, s, steps)
             cache.mkdir(parents=True, exist_ok=True)
@@ -294,7 +294,10 @@ def main() -> None:
     unknown = sorted(set(probes) - set(PROBES))
     if unknown:
         ap.error(f"unknown probes: {', '.join(unknown)} (known: {', '.join(PROBES)})")
-    nets = {p: Mean(members(model, p, seeds, args.steps, args.cache)) for p in probes}
+    # members and TTA spreads depend on the SR weights: one folder per weights hash
+    h = vn._file_hash(model.weights_dir / f"{model.name}.safetensors")
+    cache = args.cache / h
+    nets = {p: Mean(members(model, h, p, seeds, args.steps, cache)) for p in probes}
     if args.train_only:
         return
     hr_fwhm = vn.bootstrap_recipe(vn.load_recipe(RECIPE))["hr_psf_fwhm_pix"]
@@ -303,7 +306,7 @@ def main() -> None:
         x, r, ls, arc = vn.set_tensors(model, d)
         t = {"r": r.numpy().astype(np.float64), "arc": arc.numpy().astype(bool)}
         for p, net in nets.items():
-            xx = with_extra(model, x, d, PROBES[p][3], args.cache / f"tta-{n}.npz", hr_fwhm)
+            xx = with_extra(model, x, d, PROBES[p][3], cache / f"tta-{n}.npz", hr_fwhm)
             lf = vn.log_factor(net, np.ascontiguousarray(xx.numpy()))
             results.setdefault(p, {})[n] = coverages(t, np.exp(ls.numpy() + lf))
         print(n, {p: round(worst(c[n]), 2) for p, c in results.items()}, flush=True)
