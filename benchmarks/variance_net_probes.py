@@ -42,18 +42,15 @@ miss, with the baseline's measured in the same run.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 from torch import nn
 from uncertainty_bootstrap import coverages, dev_sets, report_dev, worst
 
 from lenssr.data.augment import dihedral, inverse_dihedral
-from lenssr.data.normalize import noise_sigma_mad
 from lenssr.inference import variance_net as vn
 from lenssr.inference.api import load_model
 from lenssr.inference.consistency import blur_sigma, reobserve
@@ -71,34 +68,26 @@ PROBES = {
 }
 
 
-class Net(nn.Module):
-    """``variance_net.VarianceNet`` with the global-average branch optional."""
+class _Zero(nn.Module):
+    """Stands in for the global-average branch of a ``noglob`` member: adds nothing."""
 
-    def __init__(self, in_ch: int, glob: bool, ch: int = 32, dilations=(1, 2, 4, 8, 16)):
-        super().__init__()
-        self.inp = nn.Conv2d(in_ch, ch, 3, padding=1)
-        self.blocks = nn.ModuleList(nn.Conv2d(ch, ch, 3, padding=k, dilation=k) for k in dilations)
-        self.glob = nn.Linear(ch, ch) if glob else None
-        self.out = nn.Conv2d(ch, 1, 1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.gelu(self.inp(x))
-        for i, block in enumerate(self.blocks):
-            h = h + F.gelu(block(h))
-            if i == 1 and self.glob is not None:
-                h = h + self.glob(h.mean((2, 3)))[:, :, None, None]
-        return self.out(h)[:, 0]
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(h)
 
 
-class Mean(nn.Module):
-    def __init__(self, nets: list[nn.Module]):
-        super().__init__()
-        self.nets = nn.ModuleList(nets)
+def member_net(in_ch: int, glob: bool) -> vn.VarianceNet:
+    """A shipped-architecture member (``torch.manual_seed`` first), without the global-average
+    branch when not ``glob``."""
+    net = vn.VarianceNet(in_ch)
+    if not glob:
+        net.glob = _Zero()
+    return net
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(x) for m in self.nets]).mean(0)
+
+def mean_of(nets: list[nn.Module]) -> vn.VarianceEnsemble:
+    ens = vn.VarianceEnsemble(0)
+    ens.members = nn.ModuleList(nets)
+    return ens.eval()
 
 
 # --- extra channels, from the features of ``variance_net.features`` (channel 0: SR, 1: LR
@@ -157,10 +146,8 @@ def tta_spread(model, d: dict, path: Path) -> np.ndarray:
 
 
 def tta_channels(model, x: np.ndarray, d: dict, tta: np.ndarray) -> np.ndarray:
-    lr = d["lr"].astype(np.float64)
-    noise = np.array([noise_sigma_mad(np.nan_to_num(im)) for im in lr])
-    lo, hi = model.normalization.stats(lr, noise_sigma=noise)
-    span = np.asarray(hi - lo, np.float64).reshape(-1, 1, 1)
+    _, span = vn.set_normalization(model, d["lr"])
+    span = np.asarray(span, np.float64).reshape(-1, 1, 1)
     lt = np.log(np.maximum(tta.astype(np.float64) / span, 1e-8))
     lcal = x[:, 2].astype(np.float64) * 3.0 - 6.0
     return np.stack([(lt + 6.0) / 3.0, np.clip(lt - lcal, np.log(1e-4), None)], 1)
@@ -193,45 +180,14 @@ def pinball(lsig: torch.Tensor, r: torch.Tensor, arc: torch.Tensor) -> torch.Ten
     return per.mean() + (per * arc).sum() / arc.sum().clamp(min=1.0)
 
 
-def train(data: tuple, val: tuple, probe: str, seed: int, steps: int) -> Net:
-    """One member, exactly as the probes were measured (Adam, one-cycle 1e-3, random crops
-    with the 8 rotations/flips)."""
+def train(data: tuple, val: tuple, probe: str, seed: int, steps: int) -> vn.VarianceNet:
+    """One member by ``variance_net.train_member`` with the recipe's settings and the probe's
+    crop, batch and loss."""
     glob, crop, batch, _, loss_kind = PROBES[probe]
-    x, r, ls, arc = data
-
-    def objective(lsig, r, arc):
-        return vn.nll(lsig, r, arc, 1.0) if loss_kind == "nll" else pinball(lsig, r, arc)
-
+    cfg = {**vn.load_recipe(RECIPE), "steps": steps, "crop": crop, "batch_size": batch}
     torch.manual_seed(seed)
-    net = Net(x.shape[1], glob)
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-3, total_steps=steps, pct_start=0.05)
-    size = x.shape[-1]
-    t0 = time.time()
-    for step in range(steps):
-        idx = torch.from_numpy(rng.integers(0, len(x), batch))
-        if crop >= size:
-            i0 = j0 = 0
-            c = size
-        else:
-            i0, j0 = (int(v) for v in rng.integers(0, size - crop, 2))
-            c = crop
-        parts = [t[idx][..., i0 : i0 + c, j0 : j0 + c] for t in (x, r, ls, arc)]
-        k = int(rng.integers(4))
-        parts = [torch.rot90(t, k, (-2, -1)) for t in parts]
-        if rng.random() < 0.5:
-            parts = [t.flip(-1) for t in parts]
-        loss = objective(parts[2] + net(parts[0]), parts[1], parts[3])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 200 == 0 or step == steps - 1:
-            with torch.no_grad():
-                v = float(objective(val[2] + net(val[0]), val[1], val[3]))
-            print(f"  {probe} seed {seed} step {step}: train {loss.item():.4f}, validation "
-                  f"{v:.4f} ({time.time() - t0:.0f} s)", flush=True)  # fmt: skip
+    net = member_net(data[0].shape[1], glob)
+    vn.train_member(net, data, val, cfg, seed, pinball if loss_kind == "pinball" else None)
     return net.eval()
 
 
@@ -250,13 +206,13 @@ def training_data(model, h: str, extra: str | None, cache: Path) -> tuple[tuple,
     return data, val
 
 
-def members(model, h: str, probe: str, seeds: list[int], steps: int, cache: Path) -> list[Net]:
+def members(model, h: str, probe: str, seeds: list[int], steps: int, cache: Path) -> list:
     paths = {s: cache / f"{probe}-{s}.pt" for s in seeds}
     nets = {}
     for s, p in paths.items():
         if p.is_file():
             ck = torch.load(p)
-            net = Net(ck["in_ch"], PROBES[probe][0])
+            net = member_net(ck["in_ch"], PROBES[probe][0])
             net.load_state_dict(ck["state"])
             nets[s] = net.eval()
     todo = [s for s in seeds if s not in nets]
@@ -297,7 +253,7 @@ def main() -> None:
     # members and TTA spreads depend on the SR weights: one folder per weights hash
     h = vn._file_hash(model.weights_dir / f"{model.name}.safetensors")
     cache = args.cache / h
-    nets = {p: Mean(members(model, h, p, seeds, args.steps, cache)) for p in probes}
+    nets = {p: mean_of(members(model, h, p, seeds, args.steps, cache)) for p in probes}
     if args.train_only:
         return
     hr_fwhm = vn.bootstrap_recipe(vn.load_recipe(RECIPE))["hr_psf_fwhm_pix"]

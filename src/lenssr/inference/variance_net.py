@@ -321,16 +321,24 @@ def rendered_set(
     return out
 
 
+def set_normalization(model, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi - lo)`` of the model's normalisation of LR images ``(N, h, w)``, with the noise
+    sigma estimated as ``upscale`` does when it is not given (broadcastable to the images)."""
+    from lenssr.data.normalize import noise_sigma_mad
+
+    lr = np.asarray(lr, np.float64)
+    noise = np.array([noise_sigma_mad(np.nan_to_num(im)) for im in lr])
+    lo, hi = model.normalization.stats(lr, noise_sigma=noise)
+    return lo, hi - lo
+
+
 def set_tensors(model, d: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
     """``(features, residual hr - sr, log calibrated sigma, arc mask)`` of a set, normalised
     units, exactly as :meth:`Upscaler.calibrated_sigma` sees them."""
-    from lenssr.data.normalize import noise_sigma_mad
     from lenssr.inference.uncertainty import calibrated_sigma
 
     lr = d["lr"].astype(np.float64)
-    noise = np.array([noise_sigma_mad(np.nan_to_num(im)) for im in lr])
-    lo, hi = model.normalization.stats(lr, noise_sigma=noise)
-    span = hi - lo
+    lo, span = set_normalization(model, lr)
     cal = calibrated_sigma(d["sr"], d["sig"], d["u"], model.uncertainty)
     boot = (d["b2"] / span**2, d["bn2"] / span**2) if "b2" in d else None
     x = features((d["sr"] - lo) / span, (lr - lo) / span, cal / span, d["u"], d["fwhm"], boot)
@@ -375,8 +383,17 @@ def objective(lsig: torch.Tensor, r: torch.Tensor, arc: torch.Tensor, cfg: dict[
     return loss + weight * coverage_penalty(lsig, r, arc) if weight else loss
 
 
-def train_member(net: VarianceNet, data: tuple, val: tuple, cfg: dict[str, Any], seed: int) -> list:
-    """Train one member on ``data`` (:func:`set_tensors`), logging the validation loss."""
+def train_member(
+    net: nn.Module, data: tuple, val: tuple, cfg: dict[str, Any], seed: int, loss=None
+) -> list:
+    """Train one member on ``data`` (:func:`set_tensors`), logging the validation loss.
+    Random ``crop`` x ``crop`` crops (the whole image when ``crop`` is at least its size) with
+    the 8 rotations/flips; ``loss(lsig, r, arc)``: :func:`objective` by default."""
+    if loss is None:
+
+        def loss(lsig, r, arc):
+            return objective(lsig, r, arc, cfg)
+
     x, r, ls, arc = data
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -385,25 +402,26 @@ def train_member(net: VarianceNet, data: tuple, val: tuple, cfg: dict[str, Any],
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, float(cfg["lr"]), total_steps=steps,
                                                 pct_start=0.05)  # fmt: skip
     size = x.shape[-1]
+    crop = min(crop, size)
     log = []
     for step in range(steps):
         idx = torch.from_numpy(rng.integers(0, len(x), batch))
-        i0, j0 = (int(v) for v in rng.integers(0, size - crop, 2))
+        i0, j0 = (int(v) for v in rng.integers(0, size - crop, 2)) if crop < size else (0, 0)
         parts = [t[idx][..., i0 : i0 + crop, j0 : j0 + crop] for t in (x, r, ls, arc)]
         k = int(rng.integers(4))
         parts = [torch.rot90(t, k, (-2, -1)) for t in parts]
         if rng.random() < 0.5:
             parts = [t.flip(-1) for t in parts]
-        loss = objective(parts[2] + net(parts[0]), parts[1], parts[3], cfg)
+        value = loss(parts[2] + net(parts[0]), parts[1], parts[3])
         opt.zero_grad()
-        loss.backward()
+        value.backward()
         opt.step()
         sched.step()
         if step % 250 == 0 or step == steps - 1:
             with torch.no_grad():
-                v = float(objective(val[2] + net(val[0]), val[1], val[3], cfg))
-            log.append([step, round(loss.item(), 5), round(v, 5)])
-            print(f"  member {seed} step {step}: train {loss.item():.4f}, validation {v:.4f}",
+                v = float(loss(val[2] + net(val[0]), val[1], val[3]))
+            log.append([step, round(value.item(), 5), round(v, 5)])
+            print(f"  member {seed} step {step}: train {value.item():.4f}, validation {v:.4f}",
                   flush=True)  # fmt: skip
     return log
 
