@@ -21,6 +21,10 @@ the cached features of ``uncertainty_bootstrap.dev_sets``):
 - ``tta``: plus the spread of the 8 rotated/flipped SR predictions (the model's own
   disagreement, in the null space of the observation): ``(log(tta) + 6) / 3`` and
   ``log(tta / calibrated sigma)`` in the normalised units;
+- ``ens:LABEL``: plus the spread of other SR networks of the same architecture (the group
+  ``LABEL`` of ``--partners``; the spread is the rms of each partner's SR image about the
+  model's, smoothed by a 1-pixel Gaussian), in the channels of ``tta``. Networks trained from
+  other seeds see where models that learned different priors disagree;
 - ``pinball``: the pinball (quantile) loss of ``|hr - sr|`` at 68.27% (1 sigma) and 95.45%
   (2 sigma, weighted 2), divided by the calibrated sigma, over all pixels plus over the arc
   pixels, instead of the Gaussian likelihood.
@@ -34,6 +38,8 @@ Usage::
 
     python benchmarks/variance_net_probes.py --probes baseline,noglob --seeds 0   # train
     python benchmarks/variance_net_probes.py --probes baseline,noglob --out docs/uncertainty/probes
+    python benchmarks/variance_net_probes.py --probes baseline,ens:stage1 \
+        --partners stage1=runs/stage1/hybrid.safetensors --out runs/probes
 
 Prints one comparable figure per probe: development sets (of 19) within target and the worst
 miss, with the baseline's measured in the same run.
@@ -42,6 +48,7 @@ miss, with the baseline's measured in the same run.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +72,17 @@ PROBES = {
     "consistency": (True, 80, 8, "consistency", "nll"),
     "tta": (True, 80, 8, "tta", "nll"),
     "pinball": (True, 80, 8, None, "pinball"),
+    "ens": (True, 80, 8, "ens", "nll"),
 }
+#: the ``ens:LABEL`` probes' partner SR models by label (``--partners``), loaded in ``main``
+PARTNERS: dict[str, list] = {}
+
+
+def spec_of(probe: str) -> tuple:
+    """A probe's ``PROBES`` entry, with the partner group as the extra channel of ``ens:LABEL``."""
+    if probe.startswith("ens:"):
+        return (*PROBES["ens"][:3], probe, PROBES["ens"][4])
+    return PROBES[probe]
 
 
 class _Zero(nn.Module):
@@ -145,6 +162,35 @@ def tta_spread(model, d: dict, path: Path) -> np.ndarray:
     return out
 
 
+def partner_spread(partner, d: dict, path: Path) -> np.ndarray:
+    """``(N, H, W)``: one partner's squared difference from the model's SR image (``d["sr"]``),
+    each LR image with its own PSF, smoothed by a 1-pixel Gaussian (input units squared),
+    cached at ``path`` (as its square root)."""
+    if path.is_file():
+        with np.load(path) as f:
+            return f["ens"].astype(np.float64) ** 2
+    lr, fw = d["lr"], d["fwhm"]
+    sq = np.empty(d["sr"].shape, np.float64)
+    for i in range(len(lr)):
+        sr = partner.upscale(lr[i : i + 1], psf_fwhm=float(fw[i]), pixel_scale=1.0)
+        sq[i] = (sr[0].astype(np.float64) - d["sr"][i]) ** 2
+    sq = gaussian_filter(sq, (0, 1.0, 1.0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, ens=np.sqrt(sq).astype(np.float32))
+    return sq
+
+
+def ens_spread(partners: list, d: dict, path: Path) -> np.ndarray:
+    """Rms ``(N, H, W)`` of the ``partners``' SR images about the model's own, smoothed by a
+    1-pixel Gaussian (input units); ``path``: a set's cache file, ``ens-`` in its name standing
+    for each partner's own ``ens-<key>-``."""
+    sq = [
+        partner_spread(p, d, path.with_name(path.name.replace("ens-", f"ens-{partners_key([p])}-")))
+        for p in partners
+    ]  # fmt: skip
+    return np.sqrt(np.mean(sq, 0)).astype(np.float32)
+
+
 def tta_channels(model, x: np.ndarray, d: dict, tta: np.ndarray) -> np.ndarray:
     _, span = vn.set_normalization(model, d["lr"])
     span = np.asarray(span, np.float64).reshape(-1, 1, 1)
@@ -162,6 +208,10 @@ def with_extra(model, x: torch.Tensor, d: dict, extra: str | None, tta_path: Pat
         ch = local_noise(xn, s)
     elif extra == "consistency":
         ch = consistency(xn, s, hr_fwhm)
+    elif extra.startswith("ens:"):
+        group = PARTNERS[extra[4:]]
+        ens_path = tta_path.with_name(tta_path.name.replace("tta-", "ens-"))
+        ch = tta_channels(model, xn, d, ens_spread(group, d, ens_path))
     else:
         ch = tta_channels(model, xn, d, tta_spread(model, d, tta_path))
     return torch.from_numpy(np.concatenate([xn, ch.astype(np.float32)], 1))
@@ -183,7 +233,7 @@ def pinball(lsig: torch.Tensor, r: torch.Tensor, arc: torch.Tensor) -> torch.Ten
 def train(data: tuple, val: tuple, probe: str, seed: int, steps: int) -> vn.VarianceNet:
     """One member by ``variance_net.train_member`` with the recipe's settings and the probe's
     crop, batch and loss."""
-    glob, crop, batch, _, loss_kind = PROBES[probe]
+    glob, crop, batch, _, loss_kind = spec_of(probe)
     cfg = {**vn.load_recipe(RECIPE), "steps": steps, "crop": crop, "batch_size": batch}
     torch.manual_seed(seed)
     net = member_net(data[0].shape[1], glob)
@@ -206,24 +256,75 @@ def training_data(model, h: str, extra: str | None, cache: Path) -> tuple[tuple,
     return data, val
 
 
+def partners_key(group: list) -> str:
+    """A short key of a partner group's weights, for the caches of its ``ens`` probe."""
+    return "-".join(vn._file_hash(m.weights_dir / f"{m.name}.safetensors")[:8] for m in group)
+
+
 def members(model, h: str, probe: str, seeds: list[int], steps: int, cache: Path) -> list:
-    paths = {s: cache / f"{probe}-{s}.pt" for s in seeds}
+    tag = f"ens-{partners_key(PARTNERS[probe[4:]])}" if probe.startswith("ens:") else probe
+    paths = {s: cache / f"{tag}-{s}.pt" for s in seeds}
     nets = {}
     for s, p in paths.items():
         if p.is_file():
             ck = torch.load(p)
-            net = member_net(ck["in_ch"], PROBES[probe][0])
+            net = member_net(ck["in_ch"], spec_of(probe)[0])
             net.load_state_dict(ck["state"])
             nets[s] = net.eval()
     todo = [s for s in seeds if s not in nets]
     if todo:
-        data, val = training_data(model, h, PROBES[probe][3], cache)
+        data, val = training_data(model, h, spec_of(probe)[3], cache)
         for s in todo:
             nets[s] = train(data, val, probe, s, steps)
             cache.mkdir(parents=True, exist_ok=True)
             torch.save({"state": nets[s].state_dict(), "in_ch": data[0].shape[1]}, paths[s])
         del data, val
     return [nets[s] for s in seeds]
+
+
+def spread_stats(model, d: dict, t: dict, ls: np.ndarray, cache: Path, name: str, ens: list):
+    """How well each spread (the bootstrap's rms shift ``sqrt(b2)``, the TTA spread where it is
+    cached, the ``ens`` groups' spreads) tells the arc pixels' errors: the Spearman correlation of
+    ``|hr - sr| / sigma`` with ``spread / sigma`` over the arc pixels (``sigma``: the three-term
+    map), and the spread's rms over the error's rms there."""
+    from scipy.stats import spearmanr
+
+    arc = t["arc"]
+    if not arc.any():
+        return {}
+    err = np.abs(t["r"])[arc]
+    sig = np.exp(ls)[arc]
+    span = np.asarray(vn.set_normalization(model, d["lr"])[1], np.float64).reshape(-1, 1, 1)
+    spans = np.broadcast_to(span, t["r"].shape)[arc]
+    cands = {"bootstrap": np.sqrt(np.maximum(d["b2"], 0.0))}
+    if (cache / f"tta-{name}.npz").is_file():
+        cands["tta"] = tta_spread(model, d, cache / f"tta-{name}.npz")
+    for p in ens:
+        cands[p] = ens_spread(PARTNERS[p[4:]], d, cache / f"ens-{name}.npz")
+    out = {}
+    for label, f in cands.items():
+        v = np.asarray(f, np.float64)[arc] / spans
+        rho = float(spearmanr(err / sig, v / sig)[0])
+        ratio = float(np.sqrt(np.mean(v**2) / np.mean(err**2)))
+        out[label] = {"spearman": round(rho, 3), "rms_ratio": round(ratio, 3)}
+    return out
+
+
+def write_spreads(spreads: dict, out: Path, flags: str) -> None:
+    labels = list(dict.fromkeys(k for v in spreads.values() for k in v))
+    lines = ["| set | " + " | ".join(labels) + " |", "| --- |" + " --- |" * len(labels)]
+    for n, v in spreads.items():
+        cells = [
+            f"{v[k]['spearman']:+.2f} ({v[k]['rms_ratio']:.2f})" if k in v else "" for k in labels
+        ]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    head = ("Arc pixels of each development set: Spearman correlation of |hr - sr| / sigma with "
+            "spread / sigma (sigma: the three-term map), and in brackets the spread's rms over "
+            f"the error's rms. `python benchmarks/{Path(__file__).name} {flags}`.")  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spreads.md").write_text(head + "\n\n" + "\n".join(lines) + "\n")
+    (out / "spreads.json").write_text(json.dumps(spreads, indent=1) + "\n")
+    print("\n".join(lines))
 
 
 def main() -> None:
@@ -239,6 +340,12 @@ def main() -> None:
         default=Path("runs/uncertainty-bootstrap"),
         help="uncertainty_bootstrap.py's cache of development-set features",
     )
+    ap.add_argument(
+        "--partners",
+        default="",
+        help="partner groups of the ens:LABEL probes, LABEL=FILE[+FILE...][,LABEL=...]: SR "
+        "weights (.safetensors) of the model's architecture",
+    )
     ap.add_argument("--train-only", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -247,9 +354,18 @@ def main() -> None:
     model.uncertainty.pop("variance_net", None)
     seeds = [int(s) for s in args.seeds.split(",")]
     probes = args.probes.split(",")
-    unknown = sorted(set(probes) - set(PROBES))
+    for item in filter(None, args.partners.split(",")):
+        label, _, paths = item.partition("=")
+        PARTNERS[label] = []
+        for w in paths.split("+"):
+            partner = load_model(w, device="cpu", backend="torch")
+            partner.uncertainty = {}
+            PARTNERS[label].append(partner)
+    known = set(PROBES) - {"ens"} | {f"ens:{label}" for label in PARTNERS}
+    unknown = sorted(set(probes) - known)
     if unknown:
-        ap.error(f"unknown probes: {', '.join(unknown)} (known: {', '.join(PROBES)})")
+        ap.error(f"unknown probes: {', '.join(unknown)} (known: {', '.join(sorted(known))}; "
+                 "ens:LABEL needs --partners LABEL=FILE)")  # fmt: skip
     # members and TTA spreads depend on the SR weights: one folder per weights hash
     h = vn._file_hash(model.weights_dir / f"{model.name}.safetensors")
     cache = args.cache / h
@@ -258,15 +374,22 @@ def main() -> None:
         return
     hr_fwhm = vn.bootstrap_recipe(vn.load_recipe(RECIPE))["hr_psf_fwhm_pix"]
     results: dict[str, dict] = {}
+    spreads: dict[str, dict] = {}
     for n, d in dev_sets(model, hr_fwhm, args.features):
         x, r, ls, arc = vn.set_tensors(model, d)
         t = {"r": r.numpy().astype(np.float64), "arc": arc.numpy().astype(bool)}
         for p, net in nets.items():
-            xx = with_extra(model, x, d, PROBES[p][3], cache / f"tta-{n}.npz", hr_fwhm)
+            xx = with_extra(model, x, d, spec_of(p)[3], cache / f"tta-{n}.npz", hr_fwhm)
             lf = vn.log_factor(net, np.ascontiguousarray(xx.numpy()))
             results.setdefault(p, {})[n] = coverages(t, np.exp(ls.numpy() + lf))
         print(n, {p: round(worst(c[n]), 2) for p, c in results.items()}, flush=True)
+        ens = [p for p in probes if p.startswith("ens:")]
+        spreads[n] = spread_stats(model, d, t, ls.numpy(), cache, n, ens)
     flags = f"--probes {args.probes} --seeds {args.seeds} --steps {args.steps}"
+    if args.partners:
+        flags += f" --partners {args.partners}"
+    if args.out:
+        write_spreads(spreads, args.out, flags)
     report_dev(results, args.out, "probes", f"variance-network probes ({len(seeds)} members)",
                flags, Path(__file__).name)  # fmt: skip
 
