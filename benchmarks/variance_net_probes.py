@@ -31,8 +31,8 @@ the cached features of ``uncertainty_bootstrap.dev_sets``):
 
 Members are trained on one thread (the same weights everywhere) and saved in ``--cache``
 (``<weights hash>/<probe>-<seed>.pt``); a later run reuses them, so two processes with
-``--seeds 0`` and ``--seeds 1`` can train in parallel and a third scores. The TTA spreads are
-cached there too.
+``--seeds 0`` and ``--seeds 1`` can train in parallel and a third scores. The TTA spreads and
+each partner's spreads (``ens-<partner weights hash>-<set>.npz``) are cached there too.
 
 Usage::
 
@@ -74,8 +74,9 @@ PROBES = {
     "pinball": (True, 80, 8, None, "pinball"),
     "ens": (True, 80, 8, "ens", "nll"),
 }
-#: the ``ens:LABEL`` probes' partner SR models by label (``--partners``), loaded in ``main``
-PARTNERS: dict[str, list] = {}
+#: the ``ens:LABEL`` probes' partner SR models by label (``--partners``), as ``(key, model)``
+#: with ``key`` the first 8 hex digits of the weights' hash (names their caches); set in ``main``
+PARTNERS: dict[str, list[tuple[str, object]]] = {}
 
 
 def spec_of(probe: str) -> tuple:
@@ -116,9 +117,9 @@ def _upsample(f: np.ndarray, like: np.ndarray) -> np.ndarray:
     return np.repeat(np.repeat(f, s, -2), s, -1)[..., : like.shape[-2], : like.shape[-1]]
 
 
-def local_noise(x: np.ndarray, s: int) -> np.ndarray:
+def local_noise(x: np.ndarray, d: dict, s: int) -> np.ndarray:
     lr = x[:, 1, ::s, ::s].astype(np.float64)
-    noise = 10 ** (x[:, 3, 0, 0].astype(np.float64) - 2.0)
+    noise = 10 ** d["u"].astype(np.float64)  # the LR noise in the normalised units
     p = np.pad(lr, ((0, 0), (1, 1), (1, 1)), mode="reflect")
     nb = (p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:]) / 4
     loc = np.sqrt(gaussian_filter((lr - nb) ** 2 / 1.25, (0, 1.5, 1.5)))
@@ -126,11 +127,11 @@ def local_noise(x: np.ndarray, s: int) -> np.ndarray:
     return _upsample(f, x[:, 0])[:, None]
 
 
-def consistency(x: np.ndarray, s: int, hr_fwhm: float) -> np.ndarray:
+def consistency(x: np.ndarray, d: dict, s: int, hr_fwhm: float) -> np.ndarray:
     sr = x[:, 0].astype(np.float64)
     lr = x[:, 1, ::s, ::s].astype(np.float64)
-    noise = 10 ** (x[:, 3, 0, 0].astype(np.float64) - 2.0)
-    fw = (x[:, 4, 0, 0].astype(np.float64) + 0.6) * 3.0
+    noise = 10 ** d["u"].astype(np.float64)
+    fw = d["fwhm"].astype(np.float64)
     out = np.empty(sr.shape, np.float32)
     with torch.no_grad():
         for i in range(len(sr)):
@@ -180,14 +181,10 @@ def partner_spread(partner, d: dict, path: Path) -> np.ndarray:
     return sq
 
 
-def ens_spread(partners: list, d: dict, path: Path) -> np.ndarray:
-    """Rms ``(N, H, W)`` of the ``partners``' SR images about the model's own, smoothed by a
-    1-pixel Gaussian (input units); ``path``: a set's cache file, ``ens-`` in its name standing
-    for each partner's own ``ens-<key>-``."""
-    sq = [
-        partner_spread(p, d, path.with_name(path.name.replace("ens-", f"ens-{partners_key([p])}-")))
-        for p in partners
-    ]  # fmt: skip
+def ens_spread(group: list, d: dict, cache: Path, stem: str) -> np.ndarray:
+    """Rms ``(N, H, W)`` of a partner group's SR images about the model's own, smoothed by a
+    1-pixel Gaussian (input units); each partner's part cached as ``ens-<key>-<stem>.npz``."""
+    sq = [partner_spread(m, d, cache / f"ens-{key}-{stem}.npz") for key, m in group]
     return np.sqrt(np.mean(sq, 0)).astype(np.float32)
 
 
@@ -199,21 +196,21 @@ def tta_channels(model, x: np.ndarray, d: dict, tta: np.ndarray) -> np.ndarray:
     return np.stack([(lt + 6.0) / 3.0, np.clip(lt - lcal, np.log(1e-4), None)], 1)
 
 
-def with_extra(model, x: torch.Tensor, d: dict, extra: str | None, tta_path: Path, hr_fwhm):
+def with_extra(model, x: torch.Tensor, d: dict, extra: str | None, cache: Path, stem: str,
+               hr_fwhm: float) -> torch.Tensor:  # fmt: skip
+    """``x`` with the ``extra`` channels of a set; spreads cached in ``cache`` under ``stem``."""
     if extra is None:
         return x
     xn = x.numpy()
     s = d["sr"].shape[-1] // d["lr"].shape[-1]  # SR scale
     if extra == "lnoise":
-        ch = local_noise(xn, s)
+        ch = local_noise(xn, d, s)
     elif extra == "consistency":
-        ch = consistency(xn, s, hr_fwhm)
+        ch = consistency(xn, d, s, hr_fwhm)
     elif extra.startswith("ens:"):
-        group = PARTNERS[extra[4:]]
-        ens_path = tta_path.with_name(tta_path.name.replace("tta-", "ens-"))
-        ch = tta_channels(model, xn, d, ens_spread(group, d, ens_path))
+        ch = tta_channels(model, xn, d, ens_spread(PARTNERS[extra[4:]], d, cache, stem))
     else:
-        ch = tta_channels(model, xn, d, tta_spread(model, d, tta_path))
+        ch = tta_channels(model, xn, d, tta_spread(model, d, cache / f"tta-{stem}.npz"))
     return torch.from_numpy(np.concatenate([xn, ch.astype(np.float32)], 1))
 
 
@@ -248,21 +245,19 @@ def training_data(model, h: str, extra: str | None, cache: Path) -> tuple[tuple,
     for spec in cfg["sets"]:
         d = vn.rendered_set(model, spec, Path(cfg["cache"]), h, boot)
         x, *rest = vn.set_tensors(model, d)
-        tta_path = cache / f"tta-{spec['name']}-{spec['n']}-{spec['seed']}.npz"
-        sets.append((with_extra(model, x, d, extra, tta_path, boot["hr_psf_fwhm_pix"]), *rest))
+        stem = f"{spec['name']}-{spec['n']}-{spec['seed']}"
+        sets.append((with_extra(model, x, d, extra, cache, stem, boot["hr_psf_fwhm_pix"]), *rest))
     n_val = int(cfg["n_val"])
     val = tuple(t[-n_val:] for t in sets[0])
     data = tuple(torch.cat([sets[0][i][:-n_val], *(s[i] for s in sets[1:])]) for i in range(4))
     return data, val
 
 
-def partners_key(group: list) -> str:
-    """A short key of a partner group's weights, for the caches of its ``ens`` probe."""
-    return "-".join(vn._file_hash(m.weights_dir / f"{m.name}.safetensors")[:8] for m in group)
-
-
 def members(model, h: str, probe: str, seeds: list[int], steps: int, cache: Path) -> list:
-    tag = f"ens-{partners_key(PARTNERS[probe[4:]])}" if probe.startswith("ens:") else probe
+    if probe.startswith("ens:"):  # named by the partners' weights, not by the label
+        tag = "ens-" + "-".join(key for key, _ in PARTNERS[probe[4:]])
+    else:
+        tag = probe
     paths = {s: cache / f"{tag}-{s}.pt" for s in seeds}
     nets = {}
     for s, p in paths.items():
@@ -282,28 +277,30 @@ def members(model, h: str, probe: str, seeds: list[int], steps: int, cache: Path
     return [nets[s] for s in seeds]
 
 
-def spread_stats(model, d: dict, t: dict, ls: np.ndarray, cache: Path, name: str, ens: list):
+def spread_stats(model, d: dict, cache: Path, name: str, ens: list[str]) -> dict:
     """How well each spread (the bootstrap's rms shift ``sqrt(b2)``, the TTA spread where it is
-    cached, the ``ens`` groups' spreads) tells the arc pixels' errors: the Spearman correlation of
+    cached, the ``ens`` probes' spreads) tells the arc pixels' errors: the Spearman correlation of
     ``|hr - sr| / sigma`` with ``spread / sigma`` over the arc pixels (``sigma``: the three-term
     map), and the spread's rms over the error's rms there."""
     from scipy.stats import spearmanr
 
-    arc = t["arc"]
+    from lenssr.inference.uncertainty import calibrated_sigma
+
+    arc = d["arc"].astype(bool)
     if not arc.any():
         return {}
-    err = np.abs(t["r"])[arc]
-    sig = np.exp(ls)[arc]
-    span = np.asarray(vn.set_normalization(model, d["lr"])[1], np.float64).reshape(-1, 1, 1)
-    spans = np.broadcast_to(span, t["r"].shape)[arc]
+    # in the normalised units, so that every image weighs alike in the rms ratio
+    span = np.broadcast_to(vn.set_normalization(model, d["lr"])[1], arc.shape)[arc]
+    err = np.abs(d["hr"].astype(np.float64) - d["sr"])[arc] / span
+    sig = calibrated_sigma(d["sr"], d["sig"], d["u"], model.uncertainty)[arc] / span
     cands = {"bootstrap": np.sqrt(np.maximum(d["b2"], 0.0))}
     if (cache / f"tta-{name}.npz").is_file():
         cands["tta"] = tta_spread(model, d, cache / f"tta-{name}.npz")
     for p in ens:
-        cands[p] = ens_spread(PARTNERS[p[4:]], d, cache / f"ens-{name}.npz")
+        cands[p] = ens_spread(PARTNERS[p[4:]], d, cache, name)
     out = {}
     for label, f in cands.items():
-        v = np.asarray(f, np.float64)[arc] / spans
+        v = np.asarray(f, np.float64)[arc] / span
         rho = float(spearmanr(err / sig, v / sig)[0])
         ratio = float(np.sqrt(np.mean(v**2) / np.mean(err**2)))
         out[label] = {"spearman": round(rho, 3), "rms_ratio": round(ratio, 3)}
@@ -360,7 +357,8 @@ def main() -> None:
         for w in paths.split("+"):
             partner = load_model(w, device="cpu", backend="torch")
             partner.uncertainty = {}
-            PARTNERS[label].append(partner)
+            key = vn._file_hash(partner.weights_dir / f"{partner.name}.safetensors")[:8]
+            PARTNERS[label].append((key, partner))
     known = set(PROBES) - {"ens"} | {f"ens:{label}" for label in PARTNERS}
     unknown = sorted(set(probes) - known)
     if unknown:
@@ -375,16 +373,16 @@ def main() -> None:
     hr_fwhm = vn.bootstrap_recipe(vn.load_recipe(RECIPE))["hr_psf_fwhm_pix"]
     results: dict[str, dict] = {}
     spreads: dict[str, dict] = {}
+    ens = [p for p in probes if p.startswith("ens:")]
     for n, d in dev_sets(model, hr_fwhm, args.features):
         x, r, ls, arc = vn.set_tensors(model, d)
         t = {"r": r.numpy().astype(np.float64), "arc": arc.numpy().astype(bool)}
         for p, net in nets.items():
-            xx = with_extra(model, x, d, spec_of(p)[3], cache / f"tta-{n}.npz", hr_fwhm)
+            xx = with_extra(model, x, d, spec_of(p)[3], cache, n, hr_fwhm)
             lf = vn.log_factor(net, np.ascontiguousarray(xx.numpy()))
             results.setdefault(p, {})[n] = coverages(t, np.exp(ls.numpy() + lf))
         print(n, {p: round(worst(c[n]), 2) for p, c in results.items()}, flush=True)
-        ens = [p for p in probes if p.startswith("ens:")]
-        spreads[n] = spread_stats(model, d, t, ls.numpy(), cache, n, ens)
+        spreads[n] = spread_stats(model, d, cache, n, ens)
     flags = f"--probes {args.probes} --seeds {args.seeds} --steps {args.steps}"
     if args.partners:
         flags += f" --partners {args.partners}"
